@@ -1,0 +1,1 @@
+"""Command-line skins: argparse → one library call. No logic lives here."""

@@ -1,0 +1,40 @@
+"""megatron_spirit: open training of SpiRit-LM-style speech+text language models on megatron-core."""
+from setuptools import find_packages, setup
+
+CORE = [
+    "megatron-core==0.16.1",
+    "torch>=2.6",
+    "sentencepiece>=0.2",
+    "protobuf",
+    "numpy",
+    "pyyaml",
+    "tqdm",
+    "transformers>=4.40",
+    "safetensors",
+    "psutil",  # megatron-core's distributed checkpoint writer needs it and does not declare it
+    "matplotlib",  # statistics and loss-curve plots
+    "tensorboard",
+]
+EXTRAS = {
+    "audio": ["soundfile", "soxr", "scipy", "amfm_decompy", "faiss-cpu"],
+    "gpu": ["transformer-engine[pytorch]"],
+    "align": ["nemo_toolkit[asr]"],
+    "dev": ["pytest", "pytest-xdist", "pytest-timeout", "hypothesis"],
+}
+
+setup(
+    name="megatron_spirit",
+    version="0.1.0",
+    description="Train SpiRit-LM-style interleaved speech+text language models on megatron-core",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["megatron_spirit", "megatron_spirit.*"]),
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": [
+            "spirit-make-tokenizer=megatron_spirit.cli.make_tokenizer:main",
+        ]
+    },
+)
