@@ -34,6 +34,7 @@ def train_sentencepiece(
         eos_id=2,
         pad_id=-1,
         num_threads=1,
+        hard_vocab_limit=False,  # small corpora: vocab_size is an upper bound
         minloglevel=2,
     )
     proto = sp_pb2.ModelProto()
