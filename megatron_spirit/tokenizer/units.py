@@ -63,7 +63,7 @@ def stream_ids(vocab: SpiritVocab, units, stream: Stream = HUBERT, deduplicate: 
 
 @dataclass(frozen=True)
 class MergedUnits:
-    """The merged EXPRESSIVE stream: for each token its stream code (0 Hu, 1 Pi, 2 St), unit and time (s)."""
+    """The merged EXPRESSIVE stream: for each token its stream code (0 Hu, 1 Pi, 2 St), unit and start time (s)."""
 
     stream: np.ndarray
     unit: np.ndarray
@@ -133,8 +133,13 @@ def merge_units(
         parts.append((0, hu, hu_idx, hubert_rate))
     stream = np.concatenate([np.full(len(u), c, dtype=np.int64) for c, u, _, _ in parts])
     unit = np.concatenate([u for _, u, _, _ in parts]).astype(np.int64)
-    time = np.concatenate([i / r for _, _, i, r in parts]).astype(np.float64)
-    order = np.argsort(time, kind="stable")
+    key = np.concatenate([i / r for _, _, i, r in parts]).astype(np.float64)
+    order = np.argsort(key, kind="stable")
+    # Reported times are true frame starts (``i / native rate``); the 24.99 merge rate only orders tokens.
+    native = {0: HUBERT.rate, 1: HUBERT.rate if aligned else pitch_rate, 2: HUBERT.rate if aligned else style_rate}
+    frames = np.concatenate([i for _, _, i, _ in parts]).astype(np.float64)
+    rates = np.array([native[c] for c in stream.tolist()], dtype=np.float64)
+    time = frames / rates if len(rates) else frames
     return MergedUnits(stream[order], unit[order], time[order])
 
 

@@ -1,0 +1,1 @@
+"""Speech → discrete units: audio I/O, HuBERT features, quantizers, pitch, style, corpus extraction."""
