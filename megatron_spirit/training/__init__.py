@@ -1,0 +1,1 @@
+"""Continued pretraining: config, data, the loop, checkpoints, signals and metrics."""

@@ -1,0 +1,93 @@
+"""The checkpoint folder's life cycle: temp name while writing, a completion marker, ``latest``, keep-last-K.
+
+Layout::
+
+    ROOT/iter_0000100/      a complete megatron-core distributed checkpoint (+ COMPLETE marker)
+    ROOT/.iter_0000200.tmp/ being written; never read; removed by the next run
+    ROOT/latest             "iter_0000100", replaced atomically after the rename
+
+A save killed at any point leaves ``latest`` naming the previous complete checkpoint.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from ..utils.atomic import write_text
+
+COMPLETE = "COMPLETE"
+_ITER_RE = re.compile(r"^iter_(\d{7,})$")
+
+
+class CheckpointDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @staticmethod
+    def name(step: int) -> str:
+        return f"iter_{step:07d}"
+
+    def final_path(self, step: int) -> Path:
+        return self.root / self.name(step)
+
+    def temp_path(self, step: int) -> Path:
+        return self.root / f".{self.name(step)}.tmp"
+
+    def begin(self, step: int) -> Path:
+        """An empty temp folder to write step ``step`` into (call on one rank, then barrier)."""
+        tmp = self.temp_path(step)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def commit(self, step: int, keep_last: int | None = None) -> Path:
+        """Mark complete, rename into place, point ``latest`` at it, prune old ones (one rank, after barrier)."""
+        tmp = self.temp_path(step)
+        (tmp / COMPLETE).write_text(str(step))
+        final = self.final_path(step)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        write_text(self.root / "latest", self.name(step) + "\n")
+        if keep_last:
+            for old in self.complete_steps()[:-keep_last]:
+                shutil.rmtree(self.final_path(old), ignore_errors=True)
+        return final
+
+    def complete_steps(self) -> list[int]:
+        if not self.root.is_dir():
+            return []
+        steps = []
+        for p in self.root.iterdir():
+            m = _ITER_RE.match(p.name)
+            if m and (p / COMPLETE).is_file():
+                steps.append(int(m.group(1)))
+        return sorted(steps)
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint: ``latest`` if it names a complete one, else the newest complete."""
+        pointer = self.root / "latest"
+        if pointer.is_file():
+            path = self.root / pointer.read_text().strip()
+            if (path / COMPLETE).is_file():
+                return path
+        steps = self.complete_steps()
+        return self.final_path(steps[-1]) if steps else None
+
+    def clean_stale(self) -> list[Path]:
+        """Remove temp folders of interrupted saves (one rank, before anything is written)."""
+        removed = []
+        if self.root.is_dir():
+            for p in self.root.glob(".iter_*.tmp"):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+        return removed
+
+
+def step_of(path: str | Path) -> int:
+    m = _ITER_RE.match(Path(path).name)
+    if not m:
+        raise ValueError(f"{path} is not an iter_NNNNNNN checkpoint folder")
+    return int(m.group(1))

@@ -1,0 +1,140 @@
+"""Training metrics: the FLOPs of the real architecture, throughput, MFU, TensorBoard and the loss-curve plot.
+
+FLOPs formula (one place; the estimator and the logs both call it). Per token, forward, for a LLaMA-style
+decoder with hidden h, FFN f (SwiGLU: three h×f matmuls), q heads of size d, g KV groups, sequence s, vocab V:
+
+    attention projections  2·h·(q·d + 2·g·d) + 2·(q·d)·h
+    attention scores/values 2·2·s·(q·d)            (full s×s, as Megatron counts it; no causal halving)
+    MLP                     2·3·h·f
+    logits                  2·h·V
+
+Training counts forward + backward = 3× forward, plus one more forward per recomputed layer under full
+activation recompute. A multiply-add is 2 FLOPs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Dense bf16 peak per GPU (TFLOP/s) used for MFU when the device is recognised.
+PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "cpu": float("nan")}
+
+
+def flops_per_token(
+    num_layers: int,
+    hidden_size: int,
+    ffn_hidden_size: int,
+    num_attention_heads: int,
+    num_query_groups: int | None,
+    seq_length: int,
+    vocab_size: int,
+    kv_channels: int | None = None,
+    recompute_layers: int = 0,
+) -> float:
+    """Training FLOPs per token (forward + backward, + recompute), see the module docstring."""
+    d = kv_channels or hidden_size // num_attention_heads
+    g = num_query_groups or num_attention_heads
+    q = num_attention_heads * d
+    per_layer = 2 * hidden_size * (q + 2 * g * d) + 2 * q * hidden_size + 4 * seq_length * q
+    per_layer += 6 * hidden_size * ffn_hidden_size
+    forward = num_layers * per_layer + 2 * hidden_size * vocab_size
+    return 3 * forward + recompute_layers * per_layer
+
+
+def peak_tflops(device_name: str) -> float:
+    for key, value in PEAK_TFLOPS.items():
+        if key.lower() in device_name.lower():
+            return value
+    return float("nan")
+
+
+@dataclass
+class StepStats:
+    step: int
+    loss: float
+    lr: float
+    grad_norm: float
+    tokens: int
+    seconds: float
+    skipped: int
+    memory_gb: float
+
+    def line(self, flops_per_tok: float, world_size: int, peak: float) -> str:
+        tps = self.tokens / max(self.seconds, 1e-9)
+        tflops = tps * flops_per_tok / world_size / 1e12
+        mfu = tflops / peak if peak == peak else float("nan")  # NaN peak: unknown device
+        parts = [
+            f"step {self.step:>7d}",
+            f"loss {self.loss:.4f}",
+            f"lr {self.lr:.3e}",
+            f"grad_norm {self.grad_norm:.3f}",
+            f"tokens/s {tps:,.0f}",
+            f"TFLOP/s/GPU {tflops:.2f}",
+        ]
+        if not math.isnan(mfu):
+            parts.append(f"MFU {100 * mfu:.1f}%")
+        parts += [f"mem {self.memory_gb:.1f}GB", f"skipped {self.skipped}"]
+        return " | ".join(parts)
+
+
+class MetricsLog:
+    """Append-only JSONL of step metrics plus TensorBoard (when installed); rank 0 only."""
+
+    def __init__(self, folder: str | Path, tensorboard: bool = True):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.jsonl = (self.folder / "metrics.jsonl").open("a")
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(self.folder / "tensorboard"))
+            except ImportError:  # pragma: no cover - tensorboard is a core dependency
+                self.tb = None
+        self.t0 = time.time()
+
+    def write(self, stats: StepStats, extra: dict | None = None) -> None:
+        rec = dict(stats.__dict__, **(extra or {}))
+        self.jsonl.write(json.dumps(rec) + "\n")
+        self.jsonl.flush()
+        if self.tb is not None:
+            for k in ("loss", "lr", "grad_norm", "memory_gb"):
+                self.tb.add_scalar(f"train/{k}", getattr(stats, k), stats.step)
+            for k, v in (extra or {}).items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"train/{k}", v, stats.step)
+
+    def close(self) -> None:
+        self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def plot_loss_curve(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
+    """Loss against step from a metrics JSONL (all resumed segments), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, losses = {}, None
+    for line in Path(metrics_jsonl).read_text().splitlines():
+        rec = json.loads(line)
+        steps[rec["step"]] = rec["loss"]  # a resumed run overwrites replayed steps
+    xs = sorted(steps)
+    losses = [steps[s] for s in xs]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(xs, losses)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
