@@ -1,0 +1,150 @@
+"""Run megatron-core 0.16.1's own code paths on a machine without CUDA (CPU, gloo, fp32).
+
+megatron-core is written for GPUs and assumes CUDA in a handful of places on the paths we use. Rather than
+re-implementing any layer, schedule or optimizer, this module bridges exactly those assumptions, and only
+when CUDA is absent (``enable()`` does nothing on a GPU machine). The same GPTModel, DDP, distributed
+optimizer and ``get_forward_backward_func`` schedules then run in both worlds. Measured facts behind each
+entry: ``shared/notes/megatron-core-on-cpu.md``.
+
+Every assumption covered, where it is met, and what this module does about it:
+
+1. ``torch.cuda.current_device()`` — rotary embedding ``get_emb``, tensor-parallel communication buffers
+   (``tensor_parallel/mappings.py``, ``layers.py``), pipeline p2p receive buffers, DDP grad buffers,
+   optimizer constructors, dist-ckpt finalize. → patched to return ``torch.device("cpu")``.
+2. Literal ``device="cuda"`` / ``device=0`` / ``Tensor.cuda()`` — the default causal mask
+   (``transformer/utils.py``, only when no mask is passed), ``total_num_tokens`` in every pipeline schedule
+   (also PP=1), ``torch.tensor(..., device='cuda')`` in the optimizers. → a ``TorchFunctionMode``
+   (``CudaToCpuMode``) rewrites cuda devices to ``cpu`` in every torch call and makes ``Tensor.cuda()``
+   return the tensor itself.
+3. ``tensor.type() == 'torch.cuda.FloatTensor'`` asserts — grad clipping (``optimizer/clip_grads.py``),
+   the distributed optimizer's parameter wrapping, mixed-precision optimizer groups. → the same mode
+   answers ``Tensor.type()`` (no arguments) with the cuda type name (``torch.cuda.FloatTensor`` …), so the
+   checks take the branch they take on GPU. Disabling clipping instead is not acceptable for training.
+4. ``torch.cuda.synchronize()`` — p2p with ``batch_p2p_sync=True``, DDP buffer offload, dist-ckpt save.
+   → a no-op (CPU work is synchronous).
+5. CUDA RNG state tracker — ``tensor_parallel.model_parallel_cuda_manual_seed`` calls
+   ``torch.cuda.get_rng_state``; without the tracker seeded, attention fails with
+   "cuda rng state model-parallel-rng is not added". → ``seed_model_parallel_rng`` seeds megatron's
+   inference RNG tracker (``inference_rng_tracker=True, force_reset_rng=True``), which keeps CPU states.
+   Dropout regions then draw from the CPU generator (our configs use dropout 0, so results do not depend
+   on it).
+6. Sequence parallel with the local spec — ``WrappedTorchNorm`` refuses ``sequence_parallel``. This is
+   not CPU-only (a GPU without Transformer Engine or apex meets it too), so the fix lives with the spec:
+   ``megatron_spirit.model.specs.SequenceParallelRMSNorm`` (torch's RMSNorm with its weight marked
+   ``sequence_parallel`` so ``finalize_model_grads`` all-reduces its grads across TP).
+7. Fused kernels (masked softmax, bias-SwiGLU, RoPE fusion, gradient-accumulation fusion) need CUDA:
+   ``model.config.transformer_config`` turns them off when CUDA is absent; nothing is patched for them.
+8. dist-ckpt save spawns a ``multiprocessing.Manager`` that re-imports ``__main__``: scripts that save must
+   have an ``if __name__ == "__main__":`` guard (not patchable; documented here for callers).
+"""
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+#: Tensor.type() answers on GPU, keyed by the CPU answer.
+_CUDA_TYPE_NAMES = {
+    "torch.FloatTensor": "torch.cuda.FloatTensor",
+    "torch.HalfTensor": "torch.cuda.HalfTensor",
+    "torch.BFloat16Tensor": "torch.cuda.BFloat16Tensor",
+    "torch.DoubleTensor": "torch.cuda.DoubleTensor",
+    "torch.LongTensor": "torch.cuda.LongTensor",
+    "torch.IntTensor": "torch.cuda.IntTensor",
+    "torch.ByteTensor": "torch.cuda.ByteTensor",
+    "torch.BoolTensor": "torch.cuda.BoolTensor",
+}
+_CPU = torch.device("cpu")
+_lock = threading.Lock()
+_mode: "CudaToCpuMode | None" = None
+_saved: dict = {}
+
+
+def _is_cuda(device) -> bool:
+    if isinstance(device, torch.device):
+        return device.type == "cuda"
+    if isinstance(device, str):
+        return device.startswith("cuda")
+    # A bare int means a CUDA ordinal to torch.
+    return isinstance(device, int) and not isinstance(device, bool)
+
+
+def _map(device):
+    return _CPU if _is_cuda(device) else device
+
+
+class CudaToCpuMode(TorchFunctionMode):
+    """Assumptions 2 and 3: cuda devices become cpu; ``Tensor.type()`` reports cuda type names."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.Tensor.cuda:
+            return args[0]
+        if func is torch.Tensor.type and len(args) == 1 and not kwargs:
+            name = func(*args)
+            return _CUDA_TYPE_NAMES.get(name, name)
+        if "device" in kwargs:
+            kwargs["device"] = _map(kwargs["device"])
+        if func is torch.Tensor.to and len(args) > 1 and _is_cuda(args[1]) and not isinstance(args[1], bool):
+            args = (args[0], _CPU) + tuple(args[2:])
+        return func(*args, **kwargs)
+
+
+def _current_device():
+    return _CPU
+
+
+def _synchronize(device=None):
+    return None
+
+
+def cuda_absent() -> bool:
+    return not torch.cuda.is_available()
+
+
+def enable() -> bool:
+    """Bridge the CUDA assumptions in this process if CUDA is absent; idempotent. Returns whether active.
+
+    The mode is pushed once for the whole process (not a ``with`` block), because megatron-core meets the
+    assumptions deep inside model construction, schedules and optimizer steps.
+    """
+    global _mode
+    if not cuda_absent():
+        return False
+    with _lock:
+        if _mode is not None:
+            return True
+        _saved["current_device"] = torch.cuda.current_device
+        _saved["synchronize"] = torch.cuda.synchronize
+        torch.cuda.current_device = _current_device
+        torch.cuda.synchronize = _synchronize
+        _mode = CudaToCpuMode()
+        _mode.__enter__()
+        return True
+
+
+def disable() -> None:
+    """Undo ``enable`` (for tests that need the untouched behaviour)."""
+    global _mode
+    with _lock:
+        if _mode is None:
+            return
+        _mode.__exit__(None, None, None)
+        _mode = None
+        torch.cuda.current_device = _saved.pop("current_device")
+        torch.cuda.synchronize = _saved.pop("synchronize")
+
+
+def enabled() -> bool:
+    return _mode is not None
+
+
+def seed_model_parallel_rng(seed: int) -> None:
+    """Assumption 5: seed megatron's model-parallel RNG tracker, with CPU states when CUDA is absent."""
+    from megatron.core import tensor_parallel
+
+    if cuda_absent():
+        tensor_parallel.model_parallel_cuda_manual_seed(seed, inference_rng_tracker=True, force_reset_rng=True)
+    else:
+        tensor_parallel.model_parallel_cuda_manual_seed(seed, force_reset_rng=True)
