@@ -1,0 +1,231 @@
+"""Word alignments from where users have them (MFA TextGrid, NeMo-style CTM, JSON word lists) → one form.
+
+Every reader returns :class:`Alignment`: the words (normalised: lower case, no punctuation, SPEC §3) with their
+start/end seconds. Non-words that aligners write (silences ``""``/``sil``/``sp``, CTM blanks ``<b>``, ``<eps>``)
+are dropped. :func:`check_alignment` is where bad alignments are caught (times beyond the audio, times running
+backwards, words that differ from the transcript), so the interleaver can trust what it gets.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+#: Tokens aligners emit for silence, noise or CTC blanks: not words of the transcript.
+NON_WORDS = frozenset({"", "sil", "sp", "spn", "<sil>", "<b>", "<eps>", "<blank>", "<unk>", "[sil]"})
+#: Slack (s) for a word's end past the audio's duration: one HuBERT frame plus rounding in aligners' output.
+END_TOLERANCE = 0.05
+
+
+class AlignmentError(ValueError):
+    """An alignment that cannot be used; the message says why (it goes to the rejects file)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def normalize_word(word: str) -> str:
+    """Lower case, punctuation and symbols removed (apostrophes inside a word kept: ``don't``)."""
+    kept = "".join(
+        ch for ch in word.lower() if ch == "'" or not unicodedata.category(ch).startswith(("P", "S", "C"))
+    )
+    return kept.strip("'").strip()
+
+
+def normalize_text(text: str) -> list[str]:
+    """A transcript as normalised words: split on white space, then :func:`normalize_word`; empties dropped."""
+    words = (normalize_word(w) for w in text.split())
+    return [w for w in words if w]
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Words with start/end times in seconds, in order."""
+
+    words: tuple[str, ...]
+    starts: np.ndarray
+    ends: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @classmethod
+    def from_triples(cls, triples: Iterable[tuple[str, float, float]]) -> "Alignment":
+        """Normalise each word and drop non-words; keep times as given."""
+        words, starts, ends = [], [], []
+        for word, start, end in triples:
+            if word.strip().lower() in NON_WORDS:
+                continue
+            w = normalize_word(word)
+            if not w:
+                continue
+            words.append(w)
+            starts.append(float(start))
+            ends.append(float(end))
+        return cls(tuple(words), np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64))
+
+
+def check_alignment(al: Alignment, duration: float | None, transcript: str | None = None) -> None:
+    """Raise :class:`AlignmentError` when the alignment cannot be trusted for interleaving."""
+    if len(al) == 0:
+        raise AlignmentError("empty_alignment", "the alignment holds no words")
+    if np.any(~np.isfinite(al.starts)) or np.any(~np.isfinite(al.ends)):
+        raise AlignmentError("bad_times", "word times are not finite numbers")
+    if np.any(al.starts < 0) or np.any(al.ends < al.starts):
+        i = int(np.flatnonzero((al.starts < 0) | (al.ends < al.starts))[0])
+        raise AlignmentError("bad_times", f"word {i} {al.words[i]!r} has start {al.starts[i]} end {al.ends[i]}")
+    if np.any(np.diff(al.starts) < 0):
+        i = int(np.flatnonzero(np.diff(al.starts) < 0)[0]) + 1
+        raise AlignmentError("bad_times", f"word {i} {al.words[i]!r} starts before the word preceding it")
+    if duration is not None and al.ends[-1] > duration + END_TOLERANCE:
+        raise AlignmentError(
+            "times_beyond_audio", f"last word ends at {al.ends[-1]:.3f} s, the audio lasts {duration:.3f} s"
+        )
+    if transcript is not None:
+        want = normalize_text(transcript)
+        got = list(al.words)
+        if want != got:
+            i = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            a = got[i] if i < len(got) else "<end>"
+            b = want[i] if i < len(want) else "<end>"
+            raise AlignmentError(
+                "alignment_mismatch",
+                f"word {i} is {a!r} in the alignment but {b!r} in the transcript "
+                f"({len(got)} vs {len(want)} words)",
+            )
+
+
+# Readers ---------------------------------------------------------------------------------------------------
+def parse_word_list(obj, where: str = "") -> Alignment:
+    """A JSON word list: ``[{"word": w, "start": s, "end": e}, ...]`` (``text``/``w`` also accepted for the
+    word) or ``[[w, s, e], ...]``; a dict with a ``words`` list is unwrapped."""
+    if isinstance(obj, Mapping):
+        obj = obj.get("words", obj.get("alignment"))
+    if not isinstance(obj, list):
+        raise AlignmentError("bad_alignment", f"{where}: expected a list of words with start/end times")
+    triples = []
+    for k, item in enumerate(obj):
+        try:
+            if isinstance(item, Mapping):
+                word = item.get("word", item.get("text", item.get("w")))
+                triples.append((str(word), float(item["start"]), float(item["end"])))
+            else:
+                word, start, end = item
+                triples.append((str(word), float(start), float(end)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise AlignmentError("bad_alignment", f"{where}: word entry {k} is malformed ({e!r})") from e
+    return Alignment.from_triples(triples)
+
+
+_TG_ITEM = re.compile(r'^\s*item\s*\[\d+\]\s*:', re.M)
+_TG_FIELD = re.compile(r'^\s*(name|class|xmin|xmax|text)\s*=\s*(".*"|\S+)\s*$', re.M)
+
+
+def read_textgrid(path: str | os.PathLike, tier: str = "words") -> Alignment:
+    """A Praat TextGrid in the long text format (what MFA writes); the ``words`` tier, else the first interval tier."""
+    text = Path(path).read_text(encoding="utf-8-sig")
+    if "ooTextFile" not in text[:200]:
+        raise AlignmentError("bad_alignment", f"{path}: not a Praat TextGrid (no ooTextFile header)")
+    blocks = _TG_ITEM.split(text)[1:]
+    tiers = []
+    for block in blocks:
+        fields = _TG_FIELD.findall(block)
+        head = {k: v.strip('"') for k, v in fields[:4]}
+        if head.get("class") != "IntervalTier":
+            continue
+        intervals, cur = [], {}
+        for key, value in fields[4:]:
+            cur[key] = value
+            if key == "text":
+                # Praat doubles quotes inside strings.
+                word = value[1:-1].replace('""', '"') if value.startswith('"') else value
+                intervals.append((word, float(cur["xmin"]), float(cur["xmax"])))
+                cur = {}
+        tiers.append((head.get("name", ""), intervals))
+    if not tiers:
+        raise AlignmentError("bad_alignment", f"{path}: no interval tier")
+    chosen = next((iv for name, iv in tiers if name == tier), tiers[0][1])
+    return Alignment.from_triples(chosen)
+
+
+def read_ctm(path: str | os.PathLike) -> dict[str, Alignment]:
+    """A CTM file (``utt channel start duration word [confidence ...]``, as NeMo's aligner writes) → per utterance."""
+    per_utt: dict[str, list[tuple[str, float, float]]] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts or parts[0].startswith(";;"):
+                continue
+            if len(parts) < 5:
+                raise AlignmentError("bad_alignment", f"{path}:{n}: expected 'utt channel start dur word'")
+            try:
+                start, dur = float(parts[2]), float(parts[3])
+            except ValueError as e:
+                raise AlignmentError("bad_alignment", f"{path}:{n}: bad start/duration ({e})") from e
+            per_utt.setdefault(parts[0], []).append((parts[4], start, start + dur))
+    return {utt: Alignment.from_triples(sorted(t, key=lambda x: x[1])) for utt, t in per_utt.items()}
+
+
+def read_json_alignments(path: str | os.PathLike) -> dict[str, Alignment]:
+    """JSON (``{id: word list}`` or a list of ``{"id", "words"}``) or JSONL (one ``{"id", "words"}`` a line)."""
+    path = Path(path)
+    out: dict[str, Alignment] = {}
+    if path.suffix == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    d = json.loads(line)
+                    out[str(d["id"])] = parse_word_list(d, f"{path}:{n}")
+        return out
+    data = json.loads(path.read_text(encoding="utf-8"))
+    items = data.items() if isinstance(data, Mapping) else ((d["id"], d) for d in data)
+    for rid, words in items:
+        out[str(rid)] = parse_word_list(words, f"{path} {rid!r}")
+    return out
+
+
+class AlignmentSource:
+    """Alignments by utterance id from a file (CTM, JSON, JSONL) or a folder of ``<id>.TextGrid``/``<id>.json``.
+
+    Folders are read lazily, one file per utterance, so a corpus of any size costs no memory up front.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.table: dict[str, Alignment] | None = None
+        if self.path.is_dir():
+            return
+        if not self.path.is_file():
+            raise FileNotFoundError(f"alignments {self.path} not found")
+        suffix = self.path.suffix.lower()
+        if suffix == ".ctm":
+            self.table = read_ctm(self.path)
+        elif suffix in (".json", ".jsonl"):
+            self.table = read_json_alignments(self.path)
+        elif suffix == ".textgrid":
+            self.table = {self.path.stem: read_textgrid(self.path)}
+        else:
+            raise ValueError(f"alignments {self.path}: expected .ctm, .json, .jsonl, .TextGrid or a folder")
+
+    def ids(self) -> set[str] | None:
+        """Every utterance id the source holds, when it is a table (None for lazy folders)."""
+        return None if self.table is None else set(self.table)
+
+    def get(self, rid: str) -> Alignment | None:
+        if self.table is not None:
+            return self.table.get(rid)
+        for name in (f"{rid}.TextGrid", f"{rid}.textgrid"):
+            p = self.path / name
+            if p.is_file():
+                return read_textgrid(p)
+        p = self.path / f"{rid}.json"
+        if p.is_file():
+            return parse_word_list(json.loads(p.read_text(encoding="utf-8")), str(p))
+        return None
