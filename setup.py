@@ -35,6 +35,7 @@ setup(
     entry_points={
         "console_scripts": [
             "spirit-make-tokenizer=megatron_spirit.cli.make_tokenizer:main",
+            "spirit-data=megatron_spirit.cli.data:main",
         ]
     },
 )

@@ -1,0 +1,188 @@
+"""spirit-data: build Megatron indexed datasets of SpiRit sequences, merge shards, report statistics, plan the mixture."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EPILOG = """\
+examples:
+  spirit-data build --kind text --input corpus.jsonl --tokenizer tok/ --out data/text --workers 2
+  spirit-data build --kind speech --input units.jsonl --tokenizer tok/ --out data/speech
+  spirit-data build --kind interleaved --input units.jsonl --alignments words.ctm --variants 4 \\
+      --tokenizer tok/ --out data/inter            # writes data/inter_v0 … data/inter_v3
+  spirit-data build ... --shard 3/16               # writes data/text-shard00003of00016 (Slurm arrays)
+  spirit-data merge data/text                      # merges data/text-shard*of* into data/text
+  spirit-data stats data/text data/inter_v0 --tokenizer tok/ --out stats.json --plot stats.png
+  spirit-data mixture --speech data/speech --interleaved data/inter --text data/text \\
+      --shares 1/3,1/3,1/3 --steps 100000 --out blend.json
+"""
+
+
+def _pair(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got {text!r}") from e
+    return lo, hi
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spirit-data",
+        description="Turn text corpora, units manifests and word alignments into megatron-core indexed datasets "
+        "(.bin/.idx) of SpiRit-LM sequences, and plan the training mixture (SPEC §3-4).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    b = sub.add_parser("build", formatter_class=fmt, help="build a dataset (one kind) from JSONL inputs",
+                       description="Build one dataset: read JSONL, make sequences, write .bin/.idx through "
+                       "megatron-core's IndexedDatasetBuilder (one document per sequence), atomically. Bad records "
+                       "go to <out>.rejects.jsonl with a reason; counts go to <out>.summary.json. A finished output "
+                       "is skipped on re-run.")
+    b.add_argument("--kind", required=True, choices=["text", "speech", "interleaved", "asr", "tts"],
+                   help="text: <s>[Text]…</s>; speech: <s>[Speech][Hu…]…</s>; interleaved: word-level spans "
+                   "(needs alignments); asr: [Speech]…[Text]…; tts: [Text]…[Speech]…")
+    b.add_argument("--input", required=True, nargs="+", help="JSONL file(s): text records or a units manifest")
+    b.add_argument("--out", required=True, help="output prefix (writes PREFIX.bin/.idx/.summary.json)")
+    b.add_argument("--tokenizer", required=True, help="SpiRit tokenizer folder (spirit-make-tokenizer)")
+    b.add_argument("--flavor", choices=["base", "expressive"], default=None,
+                   help="unit streams to use (default: the tokenizer's flavor); base = HuBERT only")
+    b.add_argument("--json-key", default="text", help="text field of --kind text records")
+    b.add_argument("--alignments", default=None,
+                   help="word alignments for --kind interleaved: a CTM file, JSON/JSONL word lists, or a folder of "
+                   "<id>.TextGrid (MFA) / <id>.json; records may also carry 'words' inline")
+    b.add_argument("--variants", type=int, default=1,
+                   help="interleaved: write N independently seeded variants PREFIX_v0..v{N-1} (one per epoch)")
+    b.add_argument("--seed", type=int, default=1234, help="interleaving seed")
+    b.add_argument("--text-span", type=_pair, default=(10, 30), metavar="MIN,MAX", help="text span words")
+    b.add_argument("--speech-span", type=_pair, default=(5, 15), metavar="MIN,MAX", help="speech span words")
+    b.add_argument("--workers", type=int, default=1, help="worker processes (output order is kept)")
+    b.add_argument("--shard", default=None, metavar="I/N",
+                   help="build only shard I of N (0-based; a byte range of the inputs); output PREFIX-shardIofN")
+    b.add_argument("--strict", action="store_true", help="stop with an error at the first bad record")
+    b.add_argument("--overwrite", action="store_true", help="rebuild even if the output is complete")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    m = sub.add_parser("merge", formatter_class=fmt, help="merge shard datasets (megatron-core add_index)",
+                       description="Merge finished datasets into OUT. Without --inputs, merges OUT-shard*of* (and "
+                       "OUT_vK-shard*of* into OUT_vK), refusing if a shard is missing or unfinished.")
+    m.add_argument("out", help="output prefix")
+    m.add_argument("--inputs", nargs="+", default=None, help="explicit prefixes to concatenate, in order")
+    m.add_argument("--overwrite", action="store_true")
+
+    s = sub.add_parser("stats", formatter_class=fmt, help="tokens per modality, spans, switches: JSON + PNG")
+    s.add_argument("prefixes", nargs="+", help="dataset prefixes")
+    s.add_argument("--tokenizer", required=True, help="the tokenizer the datasets were built with")
+    s.add_argument("--out", default="stats.json", help="JSON output")
+    s.add_argument("--plot", default=None, help="PNG output (default: the JSON path with .png)")
+
+    x = sub.add_parser("mixture", formatter_class=fmt, help="blend weights, epochs per subset, blend config",
+                       description="Weights for megatron-core's blend so each subset gets its share of sequences "
+                       "over the planned steps; prints epochs per subset and writes the blend config the trainer "
+                       "reads. Interleaved prefixes may name variants (PREFIX_v0, PREFIX_v1, …), used one per epoch.")
+    x.add_argument("--speech", nargs="*", default=[], help="speech-only dataset prefixes")
+    x.add_argument("--interleaved", nargs="*", default=[], help="interleaved prefixes (or variant bases)")
+    x.add_argument("--text", nargs="*", default=[], help="text-only dataset prefixes")
+    x.add_argument("--shares", default="1/3,1/3,1/3", help="sampling shares speech,interleaved,text")
+    x.add_argument("--steps", "--epochs-for", type=int, default=100_000, dest="steps", help="planned steps")
+    x.add_argument("--seq-length", type=int, default=4096)
+    x.add_argument("--global-batch", type=int, default=256, help="sequences per step (256 × 4096 = 1M tokens)")
+    x.add_argument("--split", default="998,1,1", help="train,valid,test split of every dataset")
+    x.add_argument("--out", default=None, help="blend config to write (.json, or .yaml)")
+    x.add_argument("--paper", action="store_true",
+                   help="print the epochs the SPEC §4 token counts give (paper Table 2) and exit")
+    return p
+
+
+def _build(args) -> int:
+    from ..data.interleave import SpanConfig
+    from ..data.sequences import SequenceConfig
+    from ..data.writer import build_dataset, parse_shard
+
+    cfg = SequenceConfig(args.kind, args.json_key, SpanConfig(*args.text_span, *args.speech_span),
+                         args.variants, args.seed)
+    if args.kind == "interleaved" and args.alignments is None:
+        print("spirit-data: note: no --alignments; records must carry 'words' inline", file=sys.stderr)
+    s = build_dataset(args.input, args.out, args.tokenizer, cfg, flavor=args.flavor, alignments=args.alignments,
+                      workers=args.workers, shard=parse_shard(args.shard), strict=args.strict,
+                      overwrite=args.overwrite, progress=not args.no_progress)
+    if s.get("skipped"):
+        print(f"{args.out}: already complete, skipped (--overwrite to rebuild)")
+        return 0
+    print(f"wrote {', '.join(s['prefixes'])}: {s['documents']} documents, {s['tokens']} tokens "
+          f"({s['text_tokens']} text, {s['speech_tokens']} speech), {s['rejected']} rejected "
+          f"{s['rejects_by_reason'] or ''}, {s['tokens_per_s'] / 1e6:.2f}M tokens/s")
+    return 0
+
+
+def _merge(args) -> int:
+    from ..data.writer import find_shards, merge_datasets
+
+    groups = {args.out: args.inputs} if args.inputs else find_shards(args.out)
+    for out, inputs in groups.items():
+        s = merge_datasets(out, inputs, overwrite=args.overwrite)
+        state = "already complete" if s.get("skipped") else f"merged {len(inputs)} datasets"
+        print(f"{out}: {state}: {s['documents']} documents, {s['tokens']} tokens")
+    return 0
+
+
+def _stats(args) -> int:
+    from pathlib import Path
+
+    from ..data.stats import write_stats
+
+    png = args.plot or str(Path(args.out).with_suffix(".png"))
+    for s in write_stats(args.prefixes, args.tokenizer, args.out, png):
+        hours = "?" if s["speech_hours"] is None else f"{s['speech_hours']:.2f}"
+        print(f"{s['prefix']}: {s['documents']} documents, {s['tokens']} tokens, text {s['tokens_by_modality']['text']}"
+              f", speech {s['speech_tokens']}, speech hours {hours}, "
+              f"switches/doc {s['mean_switches_per_document']:.2f}")
+    print(f"wrote {args.out} and {png}")
+    return 0
+
+
+def _mixture(args) -> int:
+    from ..data.mixture import PAPER_TOKENS, SUBSETS, blend_config, epochs, parse_shares, plan_mixture, write_blend
+
+    shares = parse_shares(args.shares, SUBSETS)
+    batch_tokens = args.seq_length * args.global_batch
+    if args.paper:
+        e = epochs(PAPER_TOKENS, shares, args.steps, batch_tokens)
+        for k in SUBSETS:
+            print(f"{k:12s} {PAPER_TOKENS[k] / 1e9:7.1f}B tokens  share {shares[k] / sum(shares.values()):.3f}  "
+                  f"epochs at {args.steps} steps × {batch_tokens} tokens: {e[k]:.2f}")
+        return 0
+    subsets = {"speech": args.speech, "interleaved": args.interleaved, "text": args.text}
+    if not any(subsets.values()):
+        raise ValueError("give at least one of --speech, --interleaved, --text (or --paper)")
+    mix = plan_mixture(subsets, shares, args.steps, args.seq_length, args.global_batch)
+    for w in mix.warnings:
+        print(f"spirit-data: warning: {w}", file=sys.stderr)
+    for name, r in mix.report.items():
+        print(f"{name:12s} {r['tokens']:>14d} tokens  share {r['share']:.3f}  epochs {r['epochs']:.2f}")
+    for w, prefix in mix.blend:
+        print(f"  {w:.6f} {prefix}")
+    if args.out:
+        cfg = blend_config(mix, split=args.split, steps=args.steps, seq_length=args.seq_length,
+                           global_batch=args.global_batch)
+        print(f"wrote {write_blend(args.out, cfg)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from ..data.writer import DataBuildError
+
+    try:
+        return {"build": _build, "merge": _merge, "stats": _stats, "mixture": _mixture}[args.command](args)
+    except (ValueError, FileNotFoundError, DataBuildError) as e:
+        print(f"spirit-data {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
