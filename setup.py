@@ -35,6 +35,7 @@ setup(
     entry_points={
         "console_scripts": [
             "spirit-make-tokenizer=megatron_spirit.cli.make_tokenizer:main",
+            "spirit-train=megatron_spirit.cli.train:main",
             "spirit-data=megatron_spirit.cli.data:main",
         ]
     },

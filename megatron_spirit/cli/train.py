@@ -1,0 +1,57 @@
+"""spirit-train: continued pretraining of a SpiRit-LM model on megatron-core.
+
+    torchrun --nproc-per-node 8 -m megatron_spirit.cli.train configs/spiritlm_base_7b.yaml parallel.tp=2
+    srun ... spirit-train CONFIG.yaml key=value ...      (one task per GPU; ranks from SLURM_* variables)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spirit-train",
+        description=(
+            "Train (or continue training) a SpiRit-LM model. CONFIG is a YAML file of typed sections "
+            "(model, parallel, data, optimizer, schedule, checkpoint, logging, precision, seed); any key can be "
+            "overridden as section.key=value. Run under torchrun (one node) or srun (many); resumes from the "
+            "latest complete checkpoint in checkpoint.dir, else starts from checkpoint.finetune_from (a converted "
+            "base model, weights only). SIGTERM/SIGUSR1 save a checkpoint at the next step and exit with code 3 "
+            "(the sbatch script requeues on it)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example overrides: schedule.train_steps=1000 parallel.tp=2 parallel.distributed_optimizer=true "
+        "checkpoint.dir=/ckpt/run1 data.blend=/data/blend.json",
+    )
+    p.add_argument("config", nargs="?", help="YAML config (optional when every required key is overridden)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, applied in order")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from ..training.config import ConfigError, load_train_config
+    from ..utils.config_io import dump_yaml
+
+    config = args.config
+    overrides = list(args.overrides)
+    if config is not None and "=" in config:  # no YAML, only overrides
+        overrides.insert(0, config)
+        config = None
+    try:
+        cfg = load_train_config(config, overrides)
+    except ConfigError as e:
+        print(f"spirit-train: config error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    from ..training.trainer import run
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

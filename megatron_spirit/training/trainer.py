@@ -1,0 +1,330 @@
+"""The training loop: a small composition of megatron-core pieces.
+
+    setup()  → torch.distributed + parallel_state → tokenizer → GPTModel chunks (model.build) → megatron DDP →
+               megatron optimizer (distributed or not) + LR scheduler → data → resume / finetune start
+    step()   → megatron's forward-backward schedule over the micro-batches → non-finite check → clip + step
+    loop     → log, checkpoint every N steps, on SIGTERM/USR1 save and exit with REQUEUE_EXIT_CODE
+
+Loss is averaged per token over the whole global batch (``calculate_per_token_loss``), so a step is the same
+computation whatever the TP/PP/DP layout; the data position is samples consumed, so a resume continues with
+the next sample rather than replaying.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ..utils.config_io import dump_yaml
+from .checkpoint_dir import CheckpointDir
+from .config import TrainConfig
+from .signals import REQUEUE_EXIT_CODE, StopRequest
+
+
+def log0(*msg) -> None:
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(*msg, flush=True)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: dict  # step -> loss (this process's view; complete on the last pipeline stage's rank 0)
+    exit_code: int
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+
+    # ---------------------------------------------------------------------------------------------- setup
+    def setup(self) -> None:
+        from megatron.core import parallel_state
+        from megatron.core.distributed import finalize_model_grads
+        from megatron.core.optimizer import OptimizerConfig as MOptimizerConfig
+        from megatron.core.optimizer import get_megatron_optimizer
+        from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+        from ..model.build import build_model, wrap_ddp
+        from ..parallel.runtime import init_distributed, init_model_parallel
+        from ..tokenizer.tokenizer import SpiritTokenizer
+        from .data import TrainData
+        from .metrics import flops_per_token
+
+        cfg = self.cfg
+        self.env = init_distributed()
+        world = dist.get_world_size()
+        self.dp, self.num_micro = cfg.batch_layout(world)
+        init_model_parallel(cfg.parallel, seed=cfg.seed)
+        self.model_cfg = cfg.model_config
+        self.tokenizer = SpiritTokenizer(cfg.data.tokenizer)
+        built = build_model(self.model_cfg, cfg.parallel, vocab_size=self.tokenizer.vocab_size,
+                            dtype=cfg.precision, calculate_per_token_loss=True)
+        self.spec = built.spec
+        self.vocab_size = built.vocab_size
+        self.model = wrap_ddp(built.chunks, cfg.parallel)
+        tcfg = built.config
+        tcfg.finalize_model_grads_func = finalize_model_grads
+        if len(self.model) == 1:
+            tcfg.no_sync_func = self.model[0].no_sync
+        else:
+            tcfg.no_sync_func = [m.no_sync for m in self.model]
+        if cfg.parallel.overlap_param_gather:
+            tcfg.param_sync_func = [m.start_param_sync for m in self.model]
+            if len(self.model) == 1:
+                tcfg.param_sync_func = tcfg.param_sync_func[0]
+        self.tcfg = tcfg
+        o = cfg.optimizer
+        self.optimizer = get_megatron_optimizer(
+            MOptimizerConfig(
+                optimizer="adam", lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay,
+                adam_beta1=o.adam_beta1, adam_beta2=o.adam_beta2, adam_eps=o.adam_eps, clip_grad=o.clip_grad,
+                bf16=cfg.precision == "bf16", params_dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float32,
+                use_distributed_optimizer=cfg.parallel.distributed_optimizer,
+                overlap_param_gather=cfg.parallel.overlap_param_gather,
+            ),
+            self.model,
+        )
+        s = cfg.schedule
+        decay = s.decay_steps or max(1, s.train_steps - s.warmup_steps)
+        style = s.lr_schedule
+        self.scheduler = OptimizerParamScheduler(
+            self.optimizer, init_lr=0.0 if s.warmup_steps else o.lr, max_lr=o.lr, min_lr=o.min_lr,
+            lr_warmup_steps=s.warmup_steps, lr_decay_steps=s.warmup_steps + decay, lr_decay_style=style,
+            start_wd=o.weight_decay, end_wd=o.weight_decay, wd_incr_steps=s.train_steps, wd_incr_style="constant",
+        )
+        self.data = TrainData(cfg.data, self.model_cfg.seq_length, self.tokenizer,
+                              global_batch=s.global_batch_size, micro_batch=s.micro_batch_size,
+                              train_steps=s.train_steps, eval_steps=s.eval_steps if s.eval_interval else 0,
+                              eval_interval=s.eval_interval, seed=cfg.data.seed or cfg.seed)
+        self.flops_per_token = flops_per_token(
+            self.model_cfg.num_layers, self.model_cfg.hidden_size, self.model_cfg.ffn_hidden_size,
+            self.model_cfg.num_attention_heads, self.model_cfg.num_query_groups, self.model_cfg.seq_length,
+            self.vocab_size, recompute_layers=self.model_cfg.num_layers if cfg.parallel.recompute == "full" else 0,
+        )
+        self.step = 0
+        self.skipped = 0
+        self.ckpt = CheckpointDir(cfg.checkpoint.dir)
+        self.pp_last = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
+        self._resume()
+
+    def _resume(self) -> None:
+        from . import checkpoint
+
+        cfg = self.cfg
+        if dist.get_rank() == 0:
+            for p in self.ckpt.clean_stale():
+                log0(f"removed the unfinished checkpoint {p}")
+        dist.barrier()
+        latest = self.ckpt.latest()
+        if latest is not None:
+            common = checkpoint.load(latest, self.model, self.optimizer, self.scheduler)
+            self.step = int(common["step"])
+            self.skipped = int(common.get("skipped", 0))
+            if common.get("consumed_samples") != self.step * cfg.schedule.global_batch_size:
+                raise RuntimeError(
+                    f"{latest}: consumed_samples {common.get('consumed_samples')} does not match step {self.step} "
+                    f"× schedule.global_batch_size {cfg.schedule.global_batch_size}: the global batch changed"
+                )
+            log0(f"resumed from {latest} at step {self.step} (saved layout {common.get('layout')})")
+        elif cfg.checkpoint.finetune_from:
+            src = Path(cfg.checkpoint.finetune_from)
+            ckpt_path = CheckpointDir(src).latest() or src
+            checkpoint.load_weights(ckpt_path, self.model)
+            log0(f"initialised weights from {ckpt_path} (weights only; optimizer, step and data start fresh)")
+        else:
+            log0("starting from random initialisation")
+
+    # ----------------------------------------------------------------------------------------------- step
+    def _forward_step(self, data_iterator, model):
+        batch = next(data_iterator)
+        output = model(batch["tokens"], batch["position_ids"], batch["attention_mask"], labels=batch["labels"])
+        return output, partial(self._loss, batch["loss_mask"])
+
+    @staticmethod
+    def _loss(loss_mask, output_tensor):
+        losses = output_tensor.float()
+        mask = loss_mask.view(-1).float()
+        loss_sum = torch.sum(losses.view(-1) * mask)
+        tokens = mask.sum().to(torch.int)
+        report = torch.cat([loss_sum.detach().view(1), tokens.float().view(1)])
+        return loss_sum, tokens, {"lm loss": report}
+
+    def train_step(self) -> tuple[float, float, bool]:
+        """One optimizer step. Returns (loss, grad norm, skipped)."""
+        from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+        from megatron.core import parallel_state
+
+        for m in self.model:
+            m.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        iters = self.data.train_iterators(self.step, len(self.model))
+        results = get_forward_backward_func()(
+            forward_step_func=self._forward_step,
+            data_iterator=iters if len(self.model) > 1 else iters[0],
+            model=self.model if len(self.model) > 1 else self.model[0],
+            num_microbatches=self.num_micro,
+            seq_length=self.model_cfg.seq_length,
+            micro_batch_size=self.cfg.schedule.micro_batch_size,
+            forward_only=False,
+        )
+        loss = self._reduce_loss(results)
+        opt = self.optimizer
+        opt.prepare_grads()
+        grad_norm = opt.get_grad_norm()
+        if not (math.isfinite(loss) and grad_norm is not None and math.isfinite(grad_norm)):
+            self.skipped += 1
+            return loss, float("nan") if grad_norm is None else grad_norm, True
+        if self.cfg.optimizer.clip_grad > 0:
+            for sub in getattr(opt, "chained_optimizers", [opt]):
+                params = sub.get_parameters()
+                if params:
+                    clip_grad_by_total_norm_fp32(params, max_norm=self.cfg.optimizer.clip_grad, total_norm=grad_norm)
+        opt.step_with_ready_grads()
+        self.scheduler.step(increment=1)
+        return loss, grad_norm, False
+
+    def _reduce_loss(self, results) -> float:
+        """Global-batch per-token loss, known on every rank (a non-finite one must skip everywhere)."""
+        from megatron.core import parallel_state
+
+        t = torch.zeros(2, dtype=torch.float64)
+        if self.pp_last:
+            for r in results:
+                t += r["lm loss"].double().cpu()
+        if torch.cuda.is_available():
+            t = t.cuda()
+        dist.all_reduce(t, group=parallel_state.get_data_parallel_group())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=parallel_state.get_pipeline_model_parallel_group())
+        return float(t[0] / max(t[1], 1.0))
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def train(self) -> TrainResult:
+        from . import checkpoint
+        from .metrics import MetricsLog, StepStats, peak_tflops, plot_loss_curve
+
+        cfg = self.cfg
+        stop = StopRequest()
+        rank0 = dist.get_rank() == 0
+        log_dir = Path(cfg.logging.dir)
+        metrics = MetricsLog(log_dir, cfg.logging.tensorboard) if rank0 else None
+        if rank0:
+            (log_dir / "config.yaml").write_text(dump_yaml(cfg))
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        peak = peak_tflops(device)
+        world = dist.get_world_size()
+        tokens_per_step = cfg.schedule.global_batch_size * self.model_cfg.seq_length
+        log0(
+            f"training {self.model_cfg.name} ({self.spec}) on {world} {device} process(es): tp={cfg.parallel.tp} "
+            f"pp={cfg.parallel.pp} dp={self.dp} sp={cfg.parallel.sp} distributed_optimizer="
+            f"{cfg.parallel.distributed_optimizer}; {self.num_micro} micro-batches of {cfg.schedule.micro_batch_size}"
+            f" × {self.model_cfg.seq_length} tokens per step; FLOPs/token {self.flops_per_token:.3e} "
+            f"(metrics.flops_per_token); steps {self.step}→{cfg.schedule.train_steps}"
+        )
+        losses = {}
+        exit_code = 0
+        t_last = time.time()
+        steps_since = 0
+        while self.step < cfg.schedule.train_steps:
+            loss, gnorm, skipped = self.train_step()
+            self.step += 1
+            steps_since += 1
+            losses[self.step] = loss
+            if skipped:
+                log0(f"step {self.step}: non-finite loss or gradient (loss {loss}, grad norm {gnorm}): step skipped")
+            if self.step % cfg.logging.log_interval == 0 or self.step == cfg.schedule.train_steps:
+                now = time.time()
+                mem = (torch.cuda.max_memory_allocated() if torch.cuda.is_available() else _rss()) / 2**30
+                stats = StepStats(self.step, loss, self.scheduler.get_lr(self.optimizer.param_groups[0]),
+                                  float(gnorm), tokens_per_step * steps_since, now - t_last, self.skipped, mem)
+                log0(stats.line(self.flops_per_token, world, peak))
+                if metrics:
+                    metrics.write(stats)
+                t_last, steps_since = now, 0
+            if cfg.schedule.eval_interval and self.step % cfg.schedule.eval_interval == 0:
+                self.evaluate()
+            want_save = cfg.checkpoint.save_interval and self.step % cfg.checkpoint.save_interval == 0
+            stopping = stop.agreed()
+            if want_save or stopping:
+                self.save()
+            if stopping:
+                log0(f"signal {stop.received or 'on another rank'}: saved at step {self.step}; exiting with "
+                     f"{REQUEUE_EXIT_CODE} so the job is requeued")
+                exit_code = REQUEUE_EXIT_CODE
+                break
+        else:
+            if cfg.checkpoint.save_on_exit and not (
+                cfg.checkpoint.save_interval and self.step % cfg.checkpoint.save_interval == 0
+            ):
+                self.save()
+        stop.restore()
+        if metrics:
+            metrics.close()
+            if cfg.logging.plot_loss and (log_dir / "metrics.jsonl").stat().st_size:
+                png = plot_loss_curve(log_dir / "metrics.jsonl", log_dir / "loss_curve.png")
+                log0(f"loss curve: {png}")
+        return TrainResult(self.step, losses, exit_code)
+
+    def save(self) -> Path:
+        from . import checkpoint
+
+        path = checkpoint.save(
+            self.ckpt, self.step, self.model, self.optimizer, self.scheduler,
+            {"consumed_samples": self.step * self.cfg.schedule.global_batch_size, "skipped": self.skipped},
+            keep_last=self.cfg.checkpoint.keep_last,
+        )
+        log0(f"saved checkpoint {path}")
+        return path
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        for m in self.model:
+            m.eval()
+        total = []
+        for k in range(self.cfg.schedule.eval_steps):
+            iters = self.data.valid_iterators(k, len(self.model))
+            results = get_forward_backward_func()(
+                forward_step_func=self._forward_step,
+                data_iterator=iters if len(self.model) > 1 else iters[0],
+                model=self.model if len(self.model) > 1 else self.model[0],
+                num_microbatches=self.num_micro, seq_length=self.model_cfg.seq_length,
+                micro_batch_size=self.cfg.schedule.micro_batch_size, forward_only=True,
+            )
+            total.append(self._reduce_loss(results))
+        for m in self.model:
+            m.train()
+        val = sum(total) / max(len(total), 1)
+        log0(f"step {self.step}: validation loss {val:.4f} (ppl {math.exp(min(val, 50)):.2f})")
+        return val
+
+
+def _rss() -> int:
+    try:
+        import psutil
+
+        return psutil.Process(os.getpid()).memory_info().rss
+    except ImportError:  # pragma: no cover
+        return 0
+
+
+def run(cfg: TrainConfig) -> int:
+    """Set up, train, tear down; the process exit code (REQUEUE_EXIT_CODE after a signal-triggered save)."""
+    from ..parallel.runtime import teardown
+
+    trainer = Trainer(cfg)
+    try:
+        trainer.setup()
+        result = trainer.train()
+    finally:
+        teardown()
+    return result.exit_code
