@@ -16,7 +16,7 @@ CORE = [
     "tensorboard",
 ]
 EXTRAS = {
-    "audio": ["soundfile", "soxr", "scipy", "amfm_decompy", "faiss-cpu"],
+    "audio": ["soundfile", "soxr", "scipy", "amfm_decompy", "faiss-cpu", "joblib"],
     "gpu": ["transformer-engine[pytorch]"],
     "align": ["nemo_toolkit[asr]"],
     "dev": ["pytest", "pytest-xdist", "pytest-timeout", "hypothesis"],
@@ -37,6 +37,7 @@ setup(
             "spirit-make-tokenizer=megatron_spirit.cli.make_tokenizer:main",
             "spirit-train=megatron_spirit.cli.train:main",
             "spirit-data=megatron_spirit.cli.data:main",
+            "spirit-units=megatron_spirit.cli.units:main",
         ]
     },
 )

@@ -1,0 +1,183 @@
+"""spirit-units: train the speech quantizers and extract HuBERT / pitch / style units from a corpus."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+_FMT = argparse.ArgumentDefaultsHelpFormatter
+
+
+def _common_sample(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="audio manifest (JSONL: id, path[, speaker, text, alignment])")
+    p.add_argument("--out", required=True, help="output folder (written atomically; replaced if it exists)")
+    p.add_argument("--max-hours", type=float, default=10.0, help="hours of audio sampled from the manifest")
+    p.add_argument("--seed", type=int, default=0, help="sampling and k-means seed")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, …")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spirit-units",
+        description="Speech units for SpiRit-LM (SPEC §2): HuBERT k-means units at 25 Hz, pitch VQ-VAE units "
+        "at 12.5 Hz and style units at 1 Hz. Train the quantizers on a sample of a corpus, then extract a units "
+        "manifest shard by shard. Audio is read with soundfile, averaged to mono and resampled to 16 kHz.",
+        formatter_class=_FMT,
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    h = sub.add_parser("train-hubert-kmeans", formatter_class=_FMT,
+                       help="HuBERT features of a corpus sample → faiss k-means (500 units)",
+                       description="Features of one layer of a local Hugging Face HubertModel folder over a "
+                       "sample of the corpus, then faiss k-means. Saves centroids.npy + kmeans.json (model, layer, "
+                       "rate) in --out.")
+    _common_sample(h)
+    h.add_argument("--model", required=True, help="local HubertModel folder (e.g. mHuBERT-25Hz converted to HF)")
+    h.add_argument("--layer", type=int, default=11, help="transformer layer (1-based; 11 for mHuBERT-25Hz)")
+    h.add_argument("--k", type=int, default=500, help="clusters")
+    h.add_argument("--max-frames", type=int, default=1_000_000, help="frames kept (random subset) for k-means")
+    h.add_argument("--niter", type=int, default=50, help="k-means iterations")
+    h.add_argument("--batch-seconds", type=float, default=200.0, help="padded audio seconds per model batch")
+
+    s = sub.add_parser("train-style", formatter_class=_FMT,
+                       help="encoder features pooled over 1 s windows → k-means (100 units)",
+                       description="Mean-pooled features of a HubertModel-compatible encoder over windows of "
+                       "--window seconds, then faiss k-means with --k units.")
+    _common_sample(s)
+    s.add_argument("--model", required=True, help="local HubertModel-compatible encoder folder")
+    s.add_argument("--layer", type=int, default=6, help="encoder layer pooled for style")
+    s.add_argument("--k", type=int, default=100, help="style units")
+    s.add_argument("--window", type=float, default=1.0, help="pooling window in seconds (1 Hz units)")
+    s.add_argument("--niter", type=int, default=50, help="k-means iterations")
+    s.add_argument("--batch-seconds", type=float, default=200.0, help="padded audio seconds per model batch")
+
+    t = sub.add_parser("train-pitch", formatter_class=_FMT,
+                       help="F0 (pYAAPT or fast ACF) → VQ-VAE with a 64-code EMA codebook at 12.5 Hz",
+                       description="F0 every 80 samples at 16 kHz, 2 channels (interpolated log-F0, voiced flag), "
+                       "normalised, then a VQ-VAE (4 stride-2 levels: 200 Hz → 12.5 Hz). Saves pitch_vqvae.pt + "
+                       "config.json (with held-out reconstruction error) in --out.")
+    _common_sample(t)
+    t.add_argument("--method", choices=("yaapt", "acf"), default="yaapt",
+                   help="F0 extractor: pYAAPT (paper; slow) or a vectorised autocorrelation tracker (fast)")
+    t.add_argument("--norm", choices=("none", "utterance", "speaker"), default="utterance",
+                   help="log-F0 normalisation (speaker: statistics per manifest 'speaker' field)")
+    t.add_argument("--heldout", type=int, default=10, help="files held out for the reconstruction report")
+    t.add_argument("--steps", type=int, default=2000, help="training steps")
+    t.add_argument("--batch-size", type=int, default=32, help="segments per step")
+    t.add_argument("--segment", type=int, default=256, help="segment length in F0 frames (multiple of 16)")
+    t.add_argument("--channels", type=int, default=128, help="conv channels")
+    t.add_argument("--code-dim", type=int, default=32, help="codebook vector size")
+    t.add_argument("--codes", type=int, default=64, help="codebook size (the vocabulary holds 64)")
+    t.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    t.add_argument("--f0-min", type=float, default=50.0, help="lowest F0 searched (Hz)")
+    t.add_argument("--f0-max", type=float, default=500.0, help="highest F0 searched (Hz)")
+
+    e = sub.add_parser("extract", formatter_class=_FMT,
+                       help="audio manifest → units manifest (one shard; resumable)",
+                       description="Writes units-I-of-N.jsonl (records: id, duration, units per stream with rate "
+                       "and start frames, input fields passed through), rejects-I-of-N.jsonl (id, path, reason) and "
+                       "summary-I-of-N.json into --out. A shard whose summary exists is skipped.")
+    e.add_argument("--manifest", required=True, help="audio manifest (JSONL: id, path, optional fields)")
+    e.add_argument("--out", required=True, help="output folder for the shard files")
+    e.add_argument("--hubert-model", required=True, help="local HubertModel folder")
+    e.add_argument("--kmeans", required=True, help="HuBERT k-means: our folder, a .npy of centroids, or a "
+                   "TWIST/textlesslib joblib/pickle sklearn KMeans file")
+    e.add_argument("--layer", type=int, default=None,
+                   help="HuBERT layer (default: the k-means metadata's, 11 for files without metadata)")
+    e.add_argument("--pitch", help="pitch quantizer folder (from train-pitch); needed for expressive")
+    e.add_argument("--style", help="style k-means folder (from train-style); needed for expressive")
+    e.add_argument("--flavor", choices=("base", "expressive"), default="base",
+                   help="base: HuBERT units; expressive: also pitch and style")
+    e.add_argument("--shard", default="0/1", help="i/n: this task's share of the manifest (e.g. a Slurm array)")
+    e.add_argument("--batch-seconds", type=float, default=200.0, help="padded audio seconds per model batch")
+    e.add_argument("--max-chunk-seconds", type=float, default=100.0, help="longest piece given to HuBERT")
+    e.add_argument("--workers", type=int, default=2, help="audio reading threads")
+    e.add_argument("--device", default="auto", help="auto (cuda when present; bf16 there), cpu, cuda, …")
+    e.add_argument("--strict", action="store_true", help="a bad record is an error instead of a reject")
+
+    c = sub.add_parser("synth-corpus", formatter_class=_FMT,
+                       help="speak generated sentences with espeak-ng: wavs + manifest with word alignments",
+                       description="A small synthetic corpus for demos and tests: --sentences sentences from "
+                       "the seeded generator, spoken by a few espeak-ng voices, with word times from the "
+                       "synthesiser's phoneme events. Writes --out/wav/*.wav and --out/manifest.jsonl.")
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--sentences", type=int, default=40, help="number of sentences")
+    c.add_argument("--seed", type=int, default=0, help="sentence generator seed")
+    return p
+
+
+def _run(args) -> int:
+    if args.cmd == "train-hubert-kmeans":
+        from ..speech.train import train_hubert_kmeans
+
+        q, sample = train_hubert_kmeans(args.manifest, args.model, args.out, args.layer, args.k, args.max_hours,
+                                        args.max_frames, args.niter, args.seed, args.device, args.batch_seconds)
+        print(f"wrote {args.out}: k={q.k} dim={q.dim} layer {q.meta.layer} at {q.meta.rate:g} Hz from "
+              f"{q.meta.train_frames} frames of {len(sample.wavs)} files ({sample.hours:.3f} h); "
+              f"{sample.skipped} files skipped{f' (e.g. {sample.example_error})' if sample.skipped else ''}")
+    elif args.cmd == "train-style":
+        from ..speech.train import train_style
+
+        q, sample = train_style(args.manifest, args.model, args.out, args.layer, args.k, args.window,
+                                args.max_hours, args.niter, args.seed, args.device, args.batch_seconds)
+        print(f"wrote {args.out}: {q.k} style units from {q.meta.train_frames} windows of {args.window:g} s "
+              f"({len(sample.wavs)} files, {sample.hours:.3f} h); {sample.skipped} files skipped")
+    elif args.cmd == "train-pitch":
+        from ..speech.pitch import PitchConfig
+        from ..speech.train import train_pitch
+
+        cfg = PitchConfig(method=args.method, norm=args.norm, steps=args.steps, batch_size=args.batch_size,
+                          segment=args.segment, channels=args.channels, code_dim=args.code_dim, codes=args.codes,
+                          lr=args.lr, f0_min=args.f0_min, f0_max=args.f0_max, seed=args.seed)
+        device = "cuda" if args.device == "auto" and _cuda() else ("cpu" if args.device == "auto" else args.device)
+        q, sample = train_pitch(args.manifest, args.out, cfg, args.max_hours, args.heldout, args.seed, device)
+        print(f"wrote {args.out}: {cfg.codes} pitch codes at {q.rate:g} Hz from {len(sample.wavs)} files "
+              f"({sample.hours:.3f} h); held-out reconstruction {json.dumps(q.metrics)}")
+    elif args.cmd == "extract":
+        from ..speech.corpus import parse_shard
+        from ..speech.extract import UnitExtractor, extract_shard
+        from ..speech.kmeans import KMeansQuantizer
+        from ..speech.pitch import PitchQuantizer
+
+        shard, n = parse_shard(args.shard)
+        km = KMeansQuantizer.load(args.kmeans, **({"layer": args.layer} if args.layer is not None else {}))
+        pitch = PitchQuantizer.load(args.pitch) if args.pitch else None
+        style = KMeansQuantizer.load(args.style) if args.style else None
+        ex = UnitExtractor(args.hubert_model, km, pitch, style, args.flavor, args.device, args.max_chunk_seconds)
+        s = extract_shard(args.manifest, args.out, ex, shard, n, args.batch_seconds, args.strict, args.workers)
+        if s["skipped"]:
+            print(f"shard {shard}/{n} already done ({s['written']} records): skipped")
+        else:
+            print(f"shard {shard}/{n}: {s['written']} of {s['records']} records written, {s['rejected']} rejected "
+                  f"{s['reject_reasons']}; {s['audio_hours']:.4f} audio-h in {s['seconds']:.1f} s "
+                  f"({s['audio_hours_per_second']:.5f} audio-h/s) → {args.out}")
+    elif args.cmd == "synth-corpus":
+        from ..synth.espeak import write_corpus
+        from ..synth.text import sentences
+
+        path = write_corpus(sentences(args.sentences, args.seed), args.out)
+        print(f"wrote {path} ({args.sentences} utterances)")
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from ..speech.extract import ExtractError
+
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, ExtractError) as e:
+        print(f"spirit-units {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
