@@ -124,3 +124,28 @@ def wrap_ddp(
             )
         )
     return wrapped
+
+
+def attach_schedule_hooks(ddp_chunks: list, optimizer=None) -> None:
+    """Tell megatron's pipeline schedules how to sync and finalise grads of these DDP chunks.
+
+    Sets on the shared TransformerConfig what megatron's own training loop sets: ``no_sync_func`` (no DP
+    all-reduce between micro-batches), ``finalize_model_grads_func`` (DP all-reduce / reduce-scatter, sequence-
+    parallel norm grads, embedding grads), ``grad_scale_func`` (the optimizer's loss scale), and with overlapped
+    communication the per-chunk ``grad_sync_func`` / ``param_sync_func``.
+    """
+    from megatron.core.distributed import finalize_model_grads
+
+    config = ddp_chunks[0].config
+    no_sync = [c.no_sync for c in ddp_chunks]
+    config.no_sync_func = no_sync[0] if len(no_sync) == 1 else no_sync
+    config.finalize_model_grads_func = finalize_model_grads
+    if optimizer is not None:
+        config.grad_scale_func = optimizer.scale_loss
+    ddp_cfg = ddp_chunks[0].ddp_config
+    if ddp_cfg.overlap_grad_reduce:
+        sync = [c.start_grad_sync for c in ddp_chunks]
+        config.grad_sync_func = sync[0] if len(sync) == 1 else sync
+    if ddp_cfg.overlap_param_gather and ddp_cfg.use_distributed_optimizer:
+        sync = [c.start_param_sync for c in ddp_chunks]
+        config.param_sync_func = sync[0] if len(sync) == 1 else sync

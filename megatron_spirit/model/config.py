@@ -238,6 +238,9 @@ def transformer_config(
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
         deallocate_pipeline_outputs=True,
+        # gloo mis-pairs batched isend/irecv to one peer (PP=2 with virtual stages gave wrong activations);
+        # NCCL groups them correctly. See parallel/cpu.py, item 8.
+        batch_p2p_comm=cuda,
         **recompute,
     )
     kwargs.update(extra)

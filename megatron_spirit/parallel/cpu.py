@@ -34,7 +34,12 @@ Every assumption covered, where it is met, and what this module does about it:
    ``sequence_parallel`` so ``finalize_model_grads`` all-reduces its grads across TP).
 7. Fused kernels (masked softmax, bias-SwiGLU, RoPE fusion, gradient-accumulation fusion) need CUDA:
    ``model.config.transformer_config`` turns them off when CUDA is absent; nothing is patched for them.
-8. dist-ckpt save spawns a ``multiprocessing.Manager`` that re-imports ``__main__``: scripts that save must
+8. Batched pipeline p2p (``batch_p2p_comm=True``, megatron's default) relies on NCCL's grouped send/recv.
+   With gloo, the interleaved (virtual-pipeline) schedule at PP=2 — where the previous and next stage are
+   the same peer — received activations out of order (losses off by ~3e-4, measured here).
+   → ``model.config.transformer_config`` sets ``batch_p2p_comm=False`` when CUDA is absent (a megatron
+   option, nothing patched). Item 4's ``batch_p2p_sync`` only applies to batched comm.
+9. dist-ckpt save spawns a ``multiprocessing.Manager`` that re-imports ``__main__``: scripts that save must
    have an ``if __name__ == "__main__":`` guard (not patchable; documented here for callers).
 """
 from __future__ import annotations

@@ -20,6 +20,7 @@ import os
 import random
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -151,10 +152,9 @@ def destroy_model_parallel() -> None:
 
 
 def teardown() -> None:
-    """Destroy parallel_state and the process group (safe to call twice)."""
-    from megatron.core import parallel_state
-
-    if parallel_state.model_parallel_is_initialized():
+    """Destroy parallel_state (if megatron-core was used) and the process group (safe to call twice)."""
+    parallel_state = sys.modules.get("megatron.core.parallel_state")
+    if parallel_state is not None and parallel_state.model_parallel_is_initialized():
         destroy_model_parallel()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

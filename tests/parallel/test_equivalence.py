@@ -1,0 +1,69 @@
+"""Same initial weights and batches: every TP/PP/VPP/SP/DP/distributed-optimizer layout trains like TP1/PP1.
+
+Each test is one launch of real processes (gloo, fp32, CPU); inside it the reference (TP1/PP1, data-parallel
+over the world) and several layouts run one after another (see workers.equivalence). Two Adam steps (lr 1e-4)
+through megatron-core's get_forward_backward_func with several micro-batches; weights gathered to compare.
+"""
+import pytest
+
+from megatron_spirit.parallel.launch import run_ranks
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def single_process():
+    """World of one: the pure TP1/PP1/DP1 reference losses and the attention-spec comparison."""
+    return run_ranks("tests.parallel.workers:single_process", 1, args=("tiny-gqa",), timeout=600)[0]
+
+
+def check(report, reference_losses):
+    assert len(report["reference"]) == 2
+    for a, b in zip(report["reference"], reference_losses):
+        assert abs(a - b) <= TOL, (report["reference"], reference_losses)
+    for item in report["layouts"]:
+        name = item["layout"]
+        assert item["moved"] > 10 * TOL, f"{name}: the optimizer step did not move the weights"
+        for a, b in zip(item["losses"], report["reference"]):
+            assert abs(a - b) <= TOL, (name, item["losses"], report["reference"])
+        assert item["max_weight_diff"] <= TOL, (name, item["max_weight_diff"])
+
+
+def test_sdpa_core_attention_matches_megatron_unfused(single_process):
+    _, specs = single_process
+    assert specs["chosen"] == "local+sdpa"  # no GPU / Transformer Engine here
+    assert specs["cores"] == ["SDPAttention", "DotProductAttention"]
+    assert specs["logits_scale"] > 0.1
+    assert specs["logits_diff"] <= TOL
+    assert specs["grad_diff"] <= TOL
+    assert specs["core_causal_diff"] <= TOL
+    assert specs["core_mask_diff"] <= TOL
+    assert specs["core_shape"] == (16, 2, 64)
+
+
+def test_two_process_layouts(single_process):
+    """TP2, TP2+SP, PP2 (8 micro-batches, 1F1B), PP2×VPP2 (interleaved), DP2 with the distributed optimizer."""
+    ref, _ = single_process
+    layouts = [
+        dict(tp=2),
+        dict(tp=2, sp=True),
+        dict(pp=2),
+        dict(pp=2, vpp=2),
+        dict(distributed_optimizer=True),
+    ]
+    report = run_ranks("tests.parallel.workers:equivalence", 2, args=("tiny-gqa", layouts), timeout=600)[0]
+    assert [item["layout"] for item in report["layouts"]] == layouts
+    check(report, ref["reference"])
+
+
+def test_four_process_layouts(single_process):
+    """TP2×PP2 with and without SP, and DP2 × (TP2+SP | PP2) with the distributed optimizer."""
+    ref, _ = single_process
+    layouts = [
+        dict(tp=2, pp=2),
+        dict(tp=2, pp=2, sp=True),
+        dict(tp=2, sp=True, distributed_optimizer=True),
+        dict(pp=2, distributed_optimizer=True),
+    ]
+    report = run_ranks("tests.parallel.workers:equivalence", 4, args=("tiny-gqa", layouts), timeout=600)[0]
+    check(report, ref["reference"])
