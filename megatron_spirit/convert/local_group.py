@@ -16,18 +16,24 @@ def local_group() -> Iterator[None]:
     """Run the body inside a gloo world of one, unless a world of one already exists (then reuse it)."""
     from ..parallel import cpu
 
-    if cpu.cuda_absent():
+    switched_on = cpu.cuda_absent() and not cpu.enabled()
+    if switched_on:
         cpu.enable()
     dist = torch.distributed
-    if dist.is_initialized():
-        if dist.get_world_size() != 1:
-            raise RuntimeError(
-                f"checkpoint conversion runs in one process, but torch.distributed has {dist.get_world_size()} ranks"
-            )
-        yield
-        return
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
-        yield
+        if dist.is_initialized():
+            if dist.get_world_size() != 1:
+                raise RuntimeError(
+                    f"checkpoint conversion runs in one process, but torch.distributed has "
+                    f"{dist.get_world_size()} ranks"
+                )
+            yield
+            return
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        try:
+            yield
+        finally:
+            dist.destroy_process_group()
     finally:
-        dist.destroy_process_group()
+        if switched_on:  # leave the caller's process as it was
+            cpu.disable()

@@ -1,0 +1,81 @@
+"""Per-rank bodies for the conversion tests (run with ``parallel.launch.run_ranks``)."""
+from __future__ import annotations
+
+import torch
+
+
+def _forward_logits(chunks, tokens: torch.Tensor):
+    """Full-vocabulary logits on the last pipeline stage (gathered over TP), None elsewhere."""
+    from megatron.core import parallel_state
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+    from megatron.core.tensor_parallel.mappings import gather_from_tensor_model_parallel_region
+
+    batch, seq = tokens.shape
+    positions = torch.arange(seq).unsqueeze(0).expand(batch, seq)
+
+    def step(data_iterator, model):
+        out = model(next(data_iterator), positions, None)
+        return out, lambda output, non_loss_data=False: output.detach()
+
+    stored = get_forward_backward_func()(
+        forward_step_func=step, data_iterator=iter([tokens]), model=chunks, num_microbatches=1,
+        seq_length=seq, micro_batch_size=batch, forward_only=True, collect_non_loss_data=True,
+    )
+    if not parallel_state.is_pipeline_last_stage():
+        return None
+    return gather_from_tensor_model_parallel_region(stored[0])
+
+
+def _check_split(chunk, hf_dir, dims, tp: int, tp_rank: int, pp: int, pp_rank: int) -> None:
+    """This rank's fused QKV and fc1 are exactly layout.tp_shard of the layout's global tensors."""
+    from megatron_spirit.convert import layout as L
+    from megatron_spirit.convert.hf_checkpoint import HFCheckpoint
+
+    hf = HFCheckpoint(hf_dir)
+    layers = L.pp_layers(dims.num_layers, pp, pp_rank)
+    assert [layer.layer_number - 1 for layer in chunk.decoder.layers] == list(layers)
+    for layer, global_i in zip(chunk.decoder.layers, layers):
+        for key, local in ((L.QKV, layer.self_attention.linear_qkv.weight), (L.FC1, layer.mlp.linear_fc1.weight)):
+            parts = [hf.get(L.hf_layer_name(global_i, p)) for p in L.HF_LAYER_PARTS[key]]
+            want = L.tp_shard(key, L.layer_to_megatron(key, parts, dims), tp, tp_rank)
+            assert torch.equal(local.detach(), want), f"{key} layer {global_i} tp rank {tp_rank}"
+
+
+def layouts_logits(layouts, cases, tokens, save_dir=None):
+    """For each (tp, pp) and each case: build, load the converted checkpoint, check splits, forward.
+
+    cases: {name: (ckpt_dir, hf_dir, tokenizer_size)}; tokens: {name: [batch, seq] ids}. Returns {(tp, pp, name): logits or None}. With
+    ``save_dir``, the last layout's last case is saved again by megatron-core itself (a "trained" checkpoint).
+    """
+    from megatron.core import dist_checkpointing, parallel_state
+
+    from megatron_spirit.convert import layout as L
+    from megatron_spirit.convert import load_megatron_weights
+    from megatron_spirit.convert.checkpoint_info import model_config_from_info, read_info
+    from megatron_spirit.model.build import build_model
+    from megatron_spirit.model.config import ParallelConfig
+    from megatron_spirit.parallel.runtime import init_model_parallel
+
+    results = {}
+    for tp, pp in layouts:
+        pcfg = ParallelConfig(tp=tp, pp=pp)
+        init_model_parallel(pcfg, seed=7)
+        for name, (ckpt, hf_dir, vocab) in cases.items():
+            mcfg = model_config_from_info(read_info(ckpt))
+            built = build_model(mcfg, pcfg, vocab_size=vocab, dtype="fp32", verbose=False)
+            load_megatron_weights(built.chunks, ckpt)
+            _check_split(built.chunks[0], hf_dir, L.Dims.of(mcfg), tp,
+                         parallel_state.get_tensor_model_parallel_rank(), pp,
+                         parallel_state.get_pipeline_model_parallel_rank())
+            with torch.no_grad():
+                logits = _forward_logits(built.chunks, tokens[name])
+            keep = logits is not None and parallel_state.get_tensor_model_parallel_rank() == 0
+            results[(tp, pp, name)] = logits if keep else None
+    if save_dir is not None:
+        if torch.distributed.get_rank() == 0:
+            import os
+
+            os.makedirs(save_dir, exist_ok=True)
+        torch.distributed.barrier()
+        dist_checkpointing.save(built.chunks[0].sharded_state_dict(), save_dir)
+    return results
