@@ -66,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--strict", action="store_true", help="stop with an error at the first bad record")
     b.add_argument("--overwrite", action="store_true", help="rebuild even if the output is complete")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--chunk-kb", type=int, default=1024, help="input read per work unit (KiB)")
 
     m = sub.add_parser("merge", formatter_class=fmt, help="merge shard datasets (megatron-core add_index)",
                        description="Merge finished datasets into OUT. Without --inputs, merges OUT-shard*of* (and "
@@ -109,7 +110,8 @@ def _build(args) -> int:
         print("spirit-data: note: no --alignments; records must carry 'words' inline", file=sys.stderr)
     s = build_dataset(args.input, args.out, args.tokenizer, cfg, flavor=args.flavor, alignments=args.alignments,
                       workers=args.workers, shard=parse_shard(args.shard), strict=args.strict,
-                      overwrite=args.overwrite, progress=not args.no_progress)
+                      overwrite=args.overwrite, progress=not args.no_progress,
+                      chunk_bytes=args.chunk_kb * 1024)
     if s.get("skipped"):
         print(f"{args.out}: already complete, skipped (--overwrite to rebuild)")
         return 0

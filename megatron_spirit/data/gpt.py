@@ -63,7 +63,8 @@ def _documents(prefix: str) -> int:
 
     if not os.path.isfile(prefix + ".idx") or not os.path.isfile(prefix + ".bin"):
         raise FileNotFoundError(f"dataset {prefix}: .bin/.idx not found")
-    return len(_IndexReader(prefix + ".idx", multimodal=False).document_indices) - 1
+    index = _IndexReader(prefix + ".idx", multimodal=False)  # keep it alive: its arrays view its mmap
+    return int(index.document_indices.shape[0]) - 1
 
 
 def check_nonempty_splits(blend: Blend, split_matrix, sizes: Sequence[int | None]) -> None:

@@ -65,7 +65,8 @@ def dataset_tokens(prefix: str) -> int:
 
     if not Path(prefix + ".idx").is_file():
         raise FileNotFoundError(f"no dataset {prefix} ({prefix}.idx missing)")
-    return int(np.sum(_IndexReader(prefix + ".idx", multimodal=False).sequence_lengths, dtype=np.int64))
+    index = _IndexReader(prefix + ".idx", multimodal=False)  # keep it alive: its arrays view its mmap
+    return int(np.sum(index.sequence_lengths, dtype=np.int64))
 
 
 def resolve_variants(prefix: str) -> list[str]:

@@ -27,7 +27,7 @@ def dataset_stats(prefix: str, tok: SpiritTokenizer) -> dict:
     from megatron.core.datasets.indexed_dataset import _IndexReader
 
     index = _IndexReader(prefix + ".idx", multimodal=False)
-    lengths = np.asarray(index.sequence_lengths, dtype=np.int64)
+    lengths = np.array(index.sequence_lengths, dtype=np.int64)  # a copy: the index unmaps on deletion
     data = np.memmap(prefix + ".bin", dtype=index.dtype, mode="r")
     v = tok.vocab
     bounds = np.concatenate([[0], np.cumsum(lengths)])
