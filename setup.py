@@ -38,6 +38,7 @@ setup(
             "spirit-train=megatron_spirit.cli.train:main",
             "spirit-data=megatron_spirit.cli.data:main",
             "spirit-units=megatron_spirit.cli.units:main",
+            "spirit-convert=megatron_spirit.cli.convert:main",
         ]
     },
 )

@@ -145,6 +145,8 @@ def plan_conversion(hf: HFCheckpoint, tokenizer_dir, tp: int, pp: int, model_cfg
             f"{hf.folder} has vocab_size {hf_vocab}: build the SpiRit tokenizer from this model's tokenizer.model"
         )
     src_dtype = check_tensors(hf, dims, base)
+    if src_dtype not in DTYPE_NAMES.values():
+        raise ValueError(f"{hf.folder}: weights are {src_dtype}; expected float32, bfloat16 or float16")
     if dtype is not None and dtype not in DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
     out_dtype = DTYPE_NAMES[dtype] if dtype else src_dtype
