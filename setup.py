@@ -39,6 +39,7 @@ setup(
             "spirit-data=megatron_spirit.cli.data:main",
             "spirit-units=megatron_spirit.cli.units:main",
             "spirit-convert=megatron_spirit.cli.convert:main",
+            "spirit-plan=megatron_spirit.cli.plan:main",
         ]
     },
 )

@@ -16,6 +16,7 @@ default would be 0.1). ``rope_base`` is 10,000 as in HF LLaMA-2; the SpiRit-LM r
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -188,7 +189,8 @@ def transformer_config(
     ``dtype``: "fp32" or "bf16" (params and pipeline communication). ``use_cpu_initialization`` (default: when
     CUDA is absent) builds every weight full-size on CPU from the global seed, then keeps this rank's shard —
     so initial weights do not depend on the TP size. ``fused_kernels`` (default: CUDA present) turns on
-    megatron's CUDA-only fusions (masked softmax, bias-SwiGLU, bias-dropout-add). ``extra`` passes any other
+    megatron's CUDA-only fusions (masked softmax, bias-SwiGLU, bias-dropout-add; RoPE when Transformer Engine
+    is installed). ``extra`` passes any other
     TransformerConfig field through (e.g. ``deallocate_pipeline_outputs``).
     """
     from megatron.core.transformer import TransformerConfig
@@ -234,7 +236,7 @@ def transformer_config(
         bias_activation_fusion=fused,
         masked_softmax_fusion=fused,
         bias_dropout_fusion=fused,
-        apply_rope_fusion=False,
+        apply_rope_fusion=fused and importlib.util.find_spec("transformer_engine") is not None,
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
         deallocate_pipeline_outputs=True,

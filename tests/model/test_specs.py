@@ -1,0 +1,45 @@
+"""Spec choice on this machine and the compatibility module's effects (in-process, undone afterwards)."""
+import pytest
+import torch
+
+from megatron_spirit.model import specs
+from megatron_spirit.parallel import cpu
+
+
+def test_cpu_machine_chooses_local_sdpa():
+    if torch.cuda.is_available():
+        pytest.skip("this check is for machines without a GPU")
+    assert not specs.transformer_engine_usable()
+    assert specs.choose_spec() == specs.SPEC_LOCAL_SDPA
+    assert specs.choose_spec("local+unfused") == specs.SPEC_LOCAL_UNFUSED
+    with pytest.raises(ValueError, match="transformer_engine"):
+        specs.choose_spec("transformer_engine")
+    with pytest.raises(ValueError, match="unknown layer spec"):
+        specs.choose_spec("flash9")
+
+
+def test_cpu_compat_maps_cuda_assumptions_and_undoes_them():
+    if torch.cuda.is_available():
+        assert not cpu.enable()
+        return
+    was = cpu.enabled()
+    assert cpu.enable()
+    try:
+        x = torch.zeros(3, device="cuda")
+        assert x.device.type == "cpu"
+        assert x.cuda() is x
+        assert torch.ones(2).to("cuda").device.type == "cpu"
+        assert torch.tensor([1.0], device=0).device.type == "cpu"
+        assert x.type() == "torch.cuda.FloatTensor"
+        assert x.bfloat16().type() == "torch.cuda.BFloat16Tensor"
+        assert x.type(torch.float64).dtype == torch.float64  # conversions untouched
+        assert torch.cuda.current_device() == torch.device("cpu")
+        assert torch.cuda.synchronize() is None
+        assert torch.empty(2, device=torch.cuda.current_device()).device.type == "cpu"
+    finally:
+        if not was:
+            cpu.disable()
+    if not was:
+        assert torch.zeros(1).type() == "torch.FloatTensor"
+        with pytest.raises((RuntimeError, AssertionError)):
+            torch.zeros(1, device="cuda")
