@@ -101,7 +101,8 @@ class HubertFeaturizer:
             if self.normalize and len(wav):
                 wav = (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
             for a, b in chunk_bounds(len(wav), self.chunk_samples, g.receptive_field - g.hop, g.receptive_field):
-                pieces.append((wi, wav[a:b]))
+                if b - a >= g.receptive_field:  # shorter audio holds no whole frame
+                    pieces.append((wi, wav[a:b]))
         outs: list[list[dict[int, np.ndarray]]] = [[] for _ in wavs]
         order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i][1]))
         feats = self._batch([pieces[i][1] for i in order]) if pieces else []

@@ -61,7 +61,7 @@ class KMeansQuantizer:
         return int(self.centroids.shape[1])
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        xt = torch.as_tensor(x).float()
+        xt = x.float() if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, np.float32))
         if xt.ndim != 2 or xt.shape[1] != self.dim:
             raise ValueError(f"features of shape {tuple(xt.shape)} do not match centroids of dim {self.dim}")
         key = str(xt.device)
@@ -104,8 +104,8 @@ class KMeansQuantizer:
 
 
 def train_kmeans(features: np.ndarray, k: int, meta: KMeansMeta, niter: int = 50, seed: int = 0,
-                 max_points_per_centroid: int = 256, verbose: bool = False) -> KMeansQuantizer:
-    """faiss k-means on (n, dim) float32 features."""
+                 max_points_per_centroid: int = 256, verbose: bool = False, nredo: int = 1) -> KMeansQuantizer:
+    """faiss k-means on (n, dim) float32 features (``nredo`` restarts keep the best objective)."""
     import faiss
 
     x = np.ascontiguousarray(features, dtype=np.float32)
@@ -114,7 +114,7 @@ def train_kmeans(features: np.ndarray, k: int, meta: KMeansMeta, niter: int = 50
     if x.shape[0] < k:
         raise ValueError(f"k-means with k={k} needs at least {k} feature vectors, got {x.shape[0]}")
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, verbose=verbose,
-                      max_points_per_centroid=max_points_per_centroid)
+                      max_points_per_centroid=max_points_per_centroid, nredo=nredo)
     km.train(x)
     obj = float(km.obj[-1]) if len(km.obj) else float("nan")
     meta = KMeansMeta(**{**asdict(meta), "k": k, "dim": int(x.shape[1]), "train_frames": int(x.shape[0]),

@@ -51,6 +51,7 @@ class PitchConfig:
     batch_size: int = 32
     steps: int = 2000
     lr: float = 2e-3
+    warmup_fraction: float = 0.1
     seed: int = 0
 
     def __post_init__(self):
@@ -127,9 +128,12 @@ def _acf(wav: np.ndarray, hop: int, f0_min: float, f0_max: float, threshold: flo
     cand = band >= 0.9 * best[:, None]
     lag = cand.argmax(1)
     # Walk to the local peak from that first candidate, then refine by a parabola.
-    for _ in range(4):
+    rows = np.arange(n)
+    for _ in range(band.shape[1]):
         nxt = np.minimum(lag + 1, band.shape[1] - 1)
-        move = band[np.arange(n), nxt] > band[np.arange(n), lag]
+        move = band[rows, nxt] > band[rows, lag]
+        if not move.any():
+            break
         lag = np.where(move, nxt, lag)
     i = np.clip(lag, 1, band.shape[1] - 2)
     a, b, c = band[np.arange(n), i - 1], band[np.arange(n), i], band[np.arange(n), i + 1]
@@ -191,7 +195,9 @@ class EMACodebook(nn.Module):
         d = (z * z).sum(1, keepdim=True) - 2 * z @ self.embed.T + (self.embed * self.embed).sum(1)[None]
         return d.argmin(1)
 
-    def forward(self, z: torch.Tensor, valid: torch.Tensor | None = None):
+    def forward(self, z: torch.Tensor, valid: torch.Tensor | None = None, bypass: bool = False):
+        if bypass:  # autoencoder warm-up: no quantisation yet
+            return z, self.assign(z), torch.zeros(len(z), device=z.device)
         if self.training and not bool(self.initialised):  # start the codes on data, not at random
             with torch.no_grad():
                 src = z if valid is None else z[valid]
@@ -224,21 +230,31 @@ class EMACodebook(nn.Module):
         return q, codes, commit
 
 
+class _Residual(nn.Module):
+    """x + f(x): keeps the signal alive through the stack (a plain deep ReLU stack often started dead)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.f = nn.Sequential(nn.ReLU(), nn.Conv1d(c, c, 3, padding=1), nn.ReLU(), nn.Conv1d(c, c, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.f(x)
+
+
 class PitchVQVAE(nn.Module):
     """2 × T at 200 Hz → code_dim × T/16 → 64 codes → 2 × T reconstruction."""
 
     def __init__(self, cfg: PitchConfig):
         super().__init__()
         c, levels = cfg.channels, int(math.log2(cfg.downsample))
-        enc = [nn.Conv1d(2, c, 3, padding=1), nn.ReLU()]
+        enc: list[nn.Module] = [nn.Conv1d(2, c, 3, padding=1)]
         for _ in range(levels):
-            enc += [nn.Conv1d(c, c, 4, stride=2, padding=1), nn.ReLU(), nn.Conv1d(c, c, 3, padding=1), nn.ReLU()]
-        enc += [nn.Conv1d(c, cfg.code_dim, 1)]
-        dec = [nn.Conv1d(cfg.code_dim, c, 3, padding=1), nn.ReLU()]
+            enc += [nn.Conv1d(c, c, 4, stride=2, padding=1), _Residual(c)]
+        enc += [nn.ReLU(), nn.Conv1d(c, cfg.code_dim, 1)]
+        dec: list[nn.Module] = [nn.Conv1d(cfg.code_dim, c, 3, padding=1)]
         for _ in range(levels):
-            dec += [nn.ConvTranspose1d(c, c, 4, stride=2, padding=1), nn.ReLU(), nn.Conv1d(c, c, 3, padding=1),
-                    nn.ReLU()]
-        dec += [nn.Conv1d(c, 2, 3, padding=1)]
+            dec += [_Residual(c), nn.ConvTranspose1d(c, c, 4, stride=2, padding=1)]
+        dec += [nn.ReLU(), nn.Conv1d(c, 2, 3, padding=1)]
         self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
         self.codebook = EMACodebook(cfg.codes, cfg.code_dim, cfg.ema_decay)
         self.downsample = cfg.downsample
@@ -248,10 +264,10 @@ class PitchVQVAE(nn.Module):
         b, d, t = z.shape
         return z.transpose(1, 2).reshape(b * t, d), (b, t)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, bypass: bool = False):
         z, (b, t) = self.encode(x)
         vz = None if valid is None else valid[:, :: self.downsample][:, :t].reshape(-1)
-        q, codes, commit = self.codebook(z, vz)
+        q, codes, commit = self.codebook(z, vz, bypass)
         y = self.decoder(q.reshape(b, t, -1).transpose(1, 2))
         return y, codes.reshape(b, t), commit.reshape(b, t)
 
@@ -365,7 +381,10 @@ def train_pitch_vqvae(train: PitchData, cfg: PitchConfig, heldout: PitchData | N
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     seg = cfg.segment
     bar = tqdm(range(cfg.steps), desc="pitch VQ-VAE", disable=not progress, mininterval=2)
-    for _ in bar:
+    # A short plain-autoencoder warm-up gives the encoder informative outputs before the codes are placed on
+    # them; quantising from step 0 often collapsed every vector onto one code.
+    warmup = int(cfg.warmup_fraction * cfg.steps)
+    for step in bar:
         x = np.zeros((cfg.batch_size, 2, seg), np.float32)
         m = np.zeros((cfg.batch_size, seg), bool)
         for b, fi in enumerate(rng.choice(len(feats), cfg.batch_size, p=lengths / lengths.sum())):
@@ -378,7 +397,7 @@ def train_pitch_vqvae(train: PitchData, cfg: PitchConfig, heldout: PitchData | N
             m[b, : piece.shape[1]] = True
         xt, mt = torch.from_numpy(x).to(device), torch.from_numpy(m).to(device)
         model.train()
-        y, _, commit = model(xt, mt)
+        y, _, commit = model(xt, mt, bypass=step < warmup)
         mf = mt.float()
         rec = ((y[:, 0] - xt[:, 0]) ** 2 * mf).sum() / mf.sum()
         vuv = (F.binary_cross_entropy_with_logits(y[:, 1], xt[:, 1], reduction="none") * mf).sum() / mf.sum()
