@@ -87,10 +87,11 @@ def make_random_hf(folder: Path, layers: int, hidden: int, ffn: int, heads: int,
     cfg = ModelConfig(layers, hidden, ffn, heads, None if kv_heads == heads else kv_heads, seq_length=2048,
                       name="bench-1b")
     folder.mkdir(parents=True, exist_ok=True)
-    writer = ShardedSafetensorsWriter(folder, max_shard_bytes=1 << 30)
+    shapes = L.hf_shapes(L.Dims.of(cfg), vocab)
+    writer = ShardedSafetensorsWriter(folder, [(n, s, torch.bfloat16) for n, s in shapes.items()], 1 << 30)
     gen = torch.Generator().manual_seed(seed)
     count = 0
-    for name, shape in L.hf_shapes(L.Dims.of(cfg), vocab).items():
+    for name, shape in shapes.items():
         t = (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
         if name.endswith("norm.weight"):
             t = torch.ones(shape, dtype=torch.bfloat16)

@@ -88,13 +88,13 @@ class HFCheckpoint:
         if name not in self._meta:
             file = self._file_of(name)
             handle = self._open(file)
+            if name not in handle.keys():
+                raise KeyError(f"{self.folder / file}: tensor {name!r} listed in the index is not in the file")
             if file.endswith(".safetensors"):
                 sl = handle.get_slice(name)
                 shape = tuple(sl.get_shape())
                 dtype = _SAFE_DTYPES[sl.get_dtype()]
             else:
-                if name not in handle:
-                    raise KeyError(f"{self.folder / file}: tensor {name!r} listed in the index is not in the file")
                 t = handle[name]
                 shape, dtype = tuple(t.shape), t.dtype
             self._meta[name] = (shape, dtype)
@@ -103,10 +103,13 @@ class HFCheckpoint:
     def get(self, name: str) -> torch.Tensor:
         """The tensor's data (a fresh CPU tensor, read now)."""
         file = self._file_of(name)
-        handle = self._open(file)
         if file.endswith(".safetensors"):
-            return handle.get_tensor(name)
-        return handle[name].clone()
+            # A short-lived handle: its memory map (and the file pages it pulled in) goes away after the read.
+            from safetensors import safe_open
+
+            with safe_open(str(self.folder / file), framework="pt") as f:
+                return f.get_tensor(name)
+        return self._open(file)[name].clone()
 
 
 _SAFE_DTYPES = {

@@ -107,6 +107,12 @@ def check_tensors(hf: HFCheckpoint, dims: L.Dims, vocab_rows: int) -> torch.dtyp
     if missing:
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
         raise ValueError(f"{hf.folder}: tensor(s) missing from the checkpoint: {', '.join(missing[:3])}{more}")
+    # Old .bin checkpoints carry the rotary buffer; anything else unknown would be silently lost.
+    unexpected = sorted(n for n in present if n not in expected and not n.endswith("rotary_emb.inv_freq"))
+    if unexpected:
+        raise ValueError(
+            f"{hf.folder}: tensor(s) this LLaMA layout does not know (they would be lost): {', '.join(unexpected[:3])}"
+        )
     bad = []
     for name, shape in expected.items():
         got, _ = hf.meta(name)

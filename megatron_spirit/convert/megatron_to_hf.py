@@ -2,7 +2,7 @@
 
 The checkpoint is read one layer at a time through megatron-core's own loader (a request for just that
 layer's slices of each stacked tensor), turned into HF tensors (``layout``), and written into safetensors
-shards as it goes (``hf_writer``): memory holds about one layer plus one output shard. The embedding and output
+shards as it goes (``hf_writer`` streams each tensor to its shard file): memory holds about one layer. The embedding and output
 rows are trimmed to the flavor's exported size (SPEC §1: 32512 base / 32768 expressive for LLaMA-2). The
 folder gets ``config.json`` (exported vocab size, ``rope_theta``), ``generation_config.json`` and the
 tokenizer files (SPEC §6), and is written atomically.
@@ -175,7 +175,8 @@ def megatron_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, toke
             return L.trim_rows(weight, export_rows).to(out_dtype)
 
         with atomic_dir(out_dir) as tmp:
-            writer = ShardedSafetensorsWriter(tmp, max_shard_bytes)
+            order = [(n, shape, out_dtype) for n, shape in L.hf_shapes(dims, export_rows).items()]
+            writer = ShardedSafetensorsWriter(tmp, order, max_shard_bytes)
             writer.add(L.HF_EMBEDDING, vocab_tensor(L.EMBEDDING))
             for layer in tqdm(range(dims.num_layers), desc="megatron→hf", unit="layer", disable=not progress):
                 loaded = _load(ckpt, _layer_request(dims, rows, layer, ckpt_dtype))

@@ -97,3 +97,18 @@ def test_cli_round_trip_and_error_exit(tmp_path, hf_models, spirit_tokenizer_dir
     args[args.index("--tp") + 1] = "3"
     assert main(args) == 2
     assert "spirit-convert hf-to-megatron: error: tp=3 does not divide" in capsys.readouterr().err
+
+
+def test_unknown_tensor_is_not_silently_dropped(tmp_path, mha_copy, spirit_tokenizer_dir):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"model.layers.0.self_attn.q_proj.bias": torch.zeros(64)}, str(mha_copy / "extra.safetensors"))
+    index_file = mha_copy / "model.safetensors.index.json"
+    index = json.loads(index_file.read_text())
+    index["weight_map"]["model.layers.0.self_attn.q_proj.bias"] = "extra.safetensors"
+    index_file.write_text(json.dumps(index))
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="does not know .*q_proj.bias"):
+        _convert(mha_copy, spirit_tokenizer_dir, out)
+    _nothing_written(out)
