@@ -102,9 +102,12 @@ def wrap_ddp(
     """megatron-core DistributedDataParallel around each chunk (needed by its optimizer and schedules).
 
     Gradients are accumulated and reduced in fp32; the distributed optimizer and overlap flags come from
-    ``parallel_cfg``. Only the first chunk's buckets are not delayed, as megatron's own ``get_model`` does.
+    ``parallel_cfg``. bf16/fp16 chunks are first wrapped in megatron's ``Float16Module`` (casts the pipeline's
+    first input and last output), as megatron's own ``get_model`` does; bucketing is off for chunks after the
+    first, as there.
     """
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    from megatron.core.transformer.module import Float16Module
 
     ddp_cfg = DistributedDataParallelConfig(
         grad_reduce_in_fp32=grad_reduce_in_fp32,
@@ -119,7 +122,7 @@ def wrap_ddp(
             DistributedDataParallel(
                 config=chunk.config,
                 ddp_config=ddp_cfg,
-                module=chunk,
+                module=Float16Module(chunk.config, chunk) if chunk.config.bf16 or chunk.config.fp16 else chunk,
                 disable_bucketing=i > 0,
             )
         )

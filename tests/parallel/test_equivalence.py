@@ -41,6 +41,14 @@ def test_sdpa_core_attention_matches_megatron_unfused(single_process):
     assert specs["core_shape"] == (16, 2, 64)
 
 
+def test_bf16_mixed_precision_tracks_fp32(single_process):
+    ref, _ = single_process
+    bf16 = ref["bf16"]
+    for a, b in zip(bf16["losses"], ref["reference"]):
+        assert abs(a - b) <= 2e-2, (bf16["losses"], ref["reference"])  # bf16 activations: ~3 significant digits
+    assert bf16["max_weight_diff"] <= 1e-2  # weights are stored in bf16 (spacing ~4e-3 near 1)
+
+
 def test_two_process_layouts(single_process):
     """TP2, TP2+SP, PP2 (8 micro-batches, 1F1B), PP2×VPP2 (interleaved), DP2 with the distributed optimizer."""
     ref, _ = single_process

@@ -76,7 +76,10 @@ def batch(step: int, n: int, seq: int) -> torch.Tensor:
     return torch.randint(0, VOCAB, (n, seq + 1), generator=g)
 
 
-def run_layout(model_name: str, layout: dict, steps: int, global_batch: int, mbs: int, init=None, spec=None, extra=None):
+def run_layout(
+    model_name: str, layout: dict, steps: int, global_batch: int, mbs: int, init=None, spec=None, extra=None,
+    dtype: str = "fp32",
+):
     """Train ``steps`` steps at ``layout``; returns (initial full weights or None, losses, final full weights)."""
     from megatron.core import parallel_state as ps
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
@@ -89,7 +92,7 @@ def run_layout(model_name: str, layout: dict, steps: int, global_batch: int, mbs
     pcfg = ParallelConfig(**layout)
     mcfg = get_model_config(model_name)
     init_model_parallel(pcfg, seed=SEED)
-    built = build_model(mcfg, pcfg, TABLE, spec=spec, verbose=False, **(extra or {}))
+    built = build_model(mcfg, pcfg, TABLE, dtype=dtype, spec=spec, verbose=False, **(extra or {}))
     initial = None
     if init is None:
         initial = gather_full(built.chunks)
@@ -99,7 +102,8 @@ def run_layout(model_name: str, layout: dict, steps: int, global_batch: int, mbs
     opt = get_megatron_optimizer(
         OptimizerConfig(
             optimizer="adam", lr=1e-4, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, clip_grad=1.0,
-            use_distributed_optimizer=pcfg.distributed_optimizer, params_dtype=torch.float32,
+            use_distributed_optimizer=pcfg.distributed_optimizer, bf16=dtype == "bf16",
+            params_dtype=torch.bfloat16 if dtype == "bf16" else torch.float32,
         ),
         ddp,
     )
@@ -233,5 +237,14 @@ def fail_on(rank: int):
 
 
 def single_process(model_name: str):
-    """World of one: the pure TP1/PP1/DP1 reference and the attention-spec comparison, in one launch."""
-    return equivalence(model_name, []), attention_specs(model_name)
+    """World of one: the pure TP1/PP1/DP1 reference, the attention-spec comparison, and a bf16 run (mixed
+    precision through Float16Module and megatron's fp32-master optimizer) from the same initial weights."""
+    init, losses, final = run_layout(model_name, {}, 2, 8, 1)
+    ref = {"world": 1, "reference": losses, "layouts": []}
+    _, bf16_losses, bf16_final = run_layout(model_name, {}, 2, 8, 1, init=init, dtype="bf16")
+    ref["bf16"] = {
+        "losses": bf16_losses,
+        "max_weight_diff": max(float((bf16_final[k] - final[k]).abs().max()) for k in final),
+        "moved": max(float((final[k] - init[k]).abs().max()) for k in final),
+    }
+    return ref, attention_specs(model_name)
