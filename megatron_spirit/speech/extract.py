@@ -141,7 +141,6 @@ def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtr
             sized.append((it, audio_duration(it.path)))
         except AudioError as e:
             reject(it, e.reason)
-    total_hours = sum(d for _, d in sized) / 3600
     lines: dict[str, str] = {}
     done_hours = 0.0
 
@@ -151,9 +150,12 @@ def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtr
         except AudioError as e:
             return e
 
+    batches = list(_batches(sized, batch_seconds))
+    total_hours = 0.0
+    for b in batches:  # summed exactly as the bar's updates are, so it ends at 100 %
+        total_hours += sum(d for _, d in b) / 3600
     bar = tqdm(total=total_hours, desc=f"shard {shard}/{num_shards}", disable=not progress, mininterval=2,
                bar_format="{l_bar}{bar}| {n:.4f}/{total:.4f} audio-h [{elapsed}<{remaining}{postfix}]")
-    batches = list(_batches(sized, batch_seconds))
     with ThreadPoolExecutor(max(1, workers)) as pool:
         pending = pool.map(lambda b: [load(it) for it, _ in b], batches)
         for batch, loaded in zip(batches, pending):
