@@ -50,7 +50,8 @@ def test_bf16_mixed_precision_tracks_fp32(single_process):
 
 
 def test_two_process_layouts(single_process):
-    """TP2, TP2+SP, PP2 (8 micro-batches, 1F1B), PP2×VPP2 (interleaved), DP2 with the distributed optimizer."""
+    """TP2, TP2+SP, PP2 (8 micro-batches, 1F1B), PP2×VPP2 (interleaved), DP2 with the distributed optimizer
+    (plain, and with gradient reduce-scatter overlapped with backward)."""
     ref, _ = single_process
     layouts = [
         dict(tp=2),
@@ -58,6 +59,7 @@ def test_two_process_layouts(single_process):
         dict(pp=2),
         dict(pp=2, vpp=2),
         dict(distributed_optimizer=True),
+        dict(distributed_optimizer=True, overlap_grad_reduce=True),
     ]
     report = run_ranks("tests.parallel.workers:equivalence", 2, args=("tiny-gqa", layouts), timeout=600)[0]
     assert [item["layout"] for item in report["layouts"]] == layouts
