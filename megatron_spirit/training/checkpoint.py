@@ -20,11 +20,20 @@ from . import optimizer_state
 from .checkpoint_dir import CheckpointDir
 
 
+def unwrap(chunk):
+    """The GPTModel inside a DDP wrapper: its own sharded_state_dict has the canonical keys (no ``module.``)."""
+    return getattr(chunk, "module", chunk)
+
+
 def model_sharded_state_dict(model: list) -> dict:
-    """One entry per model chunk (``model``, or ``model0``… with virtual pipeline stages)."""
+    """One entry per model chunk (``model``, or ``model0``… with virtual pipeline stages).
+
+    Checkpoint tensors are keyed by GPTModel's own sharded keys (global layer numbers), so a checkpoint loads
+    whatever the TP/PP/VPP layout, and converted Hugging Face checkpoints use the same keys.
+    """
     if len(model) == 1:
-        return {"model": model[0].sharded_state_dict()}
-    return {f"model{i}": m.sharded_state_dict() for i, m in enumerate(model)}
+        return {"model": unwrap(model[0]).sharded_state_dict()}
+    return {f"model{i}": unwrap(m).sharded_state_dict() for i, m in enumerate(model)}
 
 
 def _merged_model_sd(model_sd: dict) -> dict:
@@ -64,6 +73,10 @@ def _set_rng(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def _is_distributed(optimizer) -> bool:
+    return any(optimizer_state.is_distributed(o) for o in optimizer_state.sub_optimizers(optimizer))
+
+
 def save(ckpt_dir: CheckpointDir, step: int, model: list, optimizer, scheduler, extra: dict,
          keep_last: int | None = None) -> Path:
     """Collective: every rank calls it. Returns the final folder."""
@@ -80,6 +93,7 @@ def save(ckpt_dir: CheckpointDir, step: int, model: list, optimizer, scheduler, 
         "scheduler": scheduler.state_dict(),
         "optimizer_common": optimizer_state.common_state(optimizer),
         "layout": _layout(),
+        "distributed_optimizer": _is_distributed(optimizer),
         **extra,
     }
     dist_checkpointing.save(state, str(ckpt_dir.temp_path(step)))
@@ -99,6 +113,12 @@ def load(path: str | Path, model: list, optimizer, scheduler) -> dict:
     """
     path = str(path)
     common = dist_checkpointing.load_common_state_dict(path)["common"]
+    if common.get("distributed_optimizer") != _is_distributed(optimizer):
+        raise RuntimeError(
+            f"{path} was saved with parallel.distributed_optimizer={common.get('distributed_optimizer')}; resume with "
+            "the same setting (the layout may change), or start a new run from it with checkpoint.finetune_from "
+            "(weights only)"
+        )
     same_layout = common.get("layout") == _layout()
     model_sd = model_sharded_state_dict(model)
     request = dict(model_sd)
@@ -108,8 +128,7 @@ def load(path: str | Path, model: list, optimizer, scheduler) -> dict:
     loaded = dist_checkpointing.load(request, path)
     for key, m in zip(model_sd, model):
         _load_model_chunk(m, loaded[key])
-    optimizer_state.load_state(optimizer, loaded["optimizer"], common["optimizer_common"],
-                               _merged_model_sd(model_sharded_state_dict(model)))
+    optimizer_state.load_state(optimizer, loaded["optimizer"], common["optimizer_common"])
     scheduler.load_state_dict(common["scheduler"])
     if same_layout:
         _set_rng(loaded["rng_state"])
@@ -125,8 +144,7 @@ def load_weights(path: str | Path, model: list) -> None:
 
 
 def _load_model_chunk(chunk, state: dict) -> None:
-    module = getattr(chunk, "module", chunk)
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing, unexpected = unwrap(chunk).load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("._extra_state")]
     unexpected = [k for k in unexpected if not k.endswith("._extra_state")]
     if missing or unexpected:

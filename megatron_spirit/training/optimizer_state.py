@@ -43,13 +43,20 @@ def _param_to_sharded(model_sharded_sd) -> dict:
 
 
 def _dist_opt_params(opt):
-    """(model_param, [start, end) of the flattened param this DP rank owns) for every param the optimizer holds."""
-    for gbuf_range_maps in opt.gbuf_ranges:
-        for per_dtype in gbuf_range_maps.values():
-            for bucket in per_dtype:
-                for model_param, ranges in bucket["param_map"].items():
-                    r = ranges["param"]
-                    yield model_param, r.start, r.end
+    """(model_param, [start, end) of the flattened param this DP rank owns) for every param of the optimizer.
+
+    Every rank walks the same params in the same order (the grad buffers' index maps, which are identical
+    across ranks) — the gather is a collective; a rank owning no part of a param gets an empty range.
+    """
+    for buffer in opt.buffers:
+        for model_param in sorted(buffer.param_index_map, key=lambda p: buffer.param_index_map[p][0]):
+            where = opt.model_param_gbuf_map.get(model_param)
+            if where is None:
+                yield model_param, 0, 0
+                continue
+            gbuf_index, dtype, bucket_index = where
+            r = opt.gbuf_ranges[gbuf_index][dtype][bucket_index]["param_map"][model_param]["param"]
+            yield model_param, r.start, r.end
 
 
 def _adam_step(opt) -> int:
@@ -82,7 +89,8 @@ def sharded_state_dict(optimizer, model_sharded_sd, is_loading: bool) -> dict:
         state = {}
         if is_loading:
             _ensure_adam_state(opt, 0)
-        for model_param, start, end in _dist_opt_params(opt):
+        # Entries are indexed by position (not by key: layers share one key, told apart by their offsets).
+        for index, (model_param, start, end) in enumerate(_dist_opt_params(opt)):
             meta = lookup.get(model_param)
             if meta is None:
                 raise KeyError(f"parameter of shape {tuple(model_param.shape)} is not in the model's sharded state")
@@ -91,11 +99,13 @@ def sharded_state_dict(optimizer, model_sharded_sd, is_loading: bool) -> dict:
                 for k in STATE_KEYS:
                     full[k] = torch.empty(model_param.shape, dtype=torch.float32, device=model_param.device)
             else:
-                local = opt._get_main_param_and_optimizer_states(model_param)
-                local["fp32_param"] = local.pop("param")
+                local = opt._get_main_param_and_optimizer_states(model_param) if end > start else None
+                if local is not None:
+                    local["fp32_param"] = local.pop("param")
                 for k in STATE_KEYS:
                     flat = torch.zeros(model_param.numel(), dtype=torch.float32, device=model_param.device)
-                    flat[start:end] = local[k].detach().float().view(-1)
+                    if local is not None:
+                        flat[start:end] = local[k].detach().float().view(-1)
                     if group is not None and dist.get_world_size(group) > 1:
                         dist.all_reduce(flat, group=group)  # disjoint ranges: the sum is an exact gather
                     full[k] = flat.view(model_param.shape)
@@ -105,7 +115,7 @@ def sharded_state_dict(optimizer, model_sharded_sd, is_loading: bool) -> dict:
                 if not isinstance(meta, ShardedTensorFactory):
                     kwargs["dtype"] = t.dtype
                 entry[k] = replace(meta, **kwargs)
-            state[meta.key] = entry
+            state[index] = entry
         out[f"opt{i}"] = {"param_state": state}
     return out
 
@@ -115,7 +125,7 @@ def common_state(optimizer) -> dict:
     return {f"opt{i}": _adam_step(opt) for i, opt in enumerate(sub_optimizers(optimizer)) if is_distributed(opt)}
 
 
-def load_state(optimizer, loaded: dict, common: dict, model_sharded_sd) -> None:
+def load_state(optimizer, loaded: dict, common: dict) -> None:
     """Put loaded state (from :func:`sharded_state_dict` with ``is_loading=True``) into the optimizer."""
     for i, opt in enumerate(sub_optimizers(optimizer)):
         sub = loaded[f"opt{i}"]
@@ -123,12 +133,15 @@ def load_state(optimizer, loaded: dict, common: dict, model_sharded_sd) -> None:
             opt.load_state_dict(sub)
             _unshare_step(opt)
             continue
-        _ensure_adam_state(opt, int(common.get(f"opt{i}", 0)))
-        lookup = _param_to_sharded(model_sharded_sd)
-        for model_param, start, end in _dist_opt_params(opt):
-            entry = sub["param_state"][lookup[model_param].key]
+        step = int(common.get(f"opt{i}", 0))
+        _ensure_adam_state(opt, step)
+        for index, (model_param, start, end) in enumerate(_dist_opt_params(opt)):
+            if end <= start:
+                continue
+            entry = sub["param_state"][index]
             tensors = {k: entry[k].reshape(-1)[start:end] for k in STATE_KEYS}
             tensors["param"] = tensors.pop("fp32_param")
+            tensors["step"] = torch.tensor(float(step))  # copied into the param's own step tensor
             with torch.no_grad():
                 opt._set_main_param_and_optimizer_states(model_param, tensors)
         if hasattr(opt, "_copy_main_params_to_model_params"):

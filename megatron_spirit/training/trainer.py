@@ -65,7 +65,9 @@ class Trainer:
         init_model_parallel(cfg.parallel, seed=cfg.seed)
         self.model_cfg = cfg.model_config
         self.tokenizer = SpiritTokenizer(cfg.data.tokenizer)
-        built = build_model(self.model_cfg, cfg.parallel, vocab_size=self.tokenizer.vocab_size,
+        self.ckpt = CheckpointDir(cfg.checkpoint.dir)
+        vocab, pad = self._vocab_rows()
+        built = build_model(self.model_cfg, cfg.parallel, vocab_size=vocab, pad_vocab=pad,
                             dtype=cfg.precision, calculate_per_token_loss=True)
         self.spec = built.spec
         self.vocab_size = built.vocab_size
@@ -111,9 +113,26 @@ class Trainer:
         )
         self.step = 0
         self.skipped = 0
-        self.ckpt = CheckpointDir(cfg.checkpoint.dir)
         self.pp_last = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
         self._resume()
+
+    def _vocab_rows(self) -> tuple[int, bool]:
+        """(rows, pad?) for the embedding: the resumed checkpoint's padded size when this TP can split it.
+
+        Padded rows take part in the softmax, so keeping their number is what makes a resume at another TP
+        exact; a TP that cannot split the saved size pads anew (and the padded rows start fresh).
+        """
+        from megatron.core import dist_checkpointing
+
+        latest = self.ckpt.latest()
+        if latest is not None:
+            saved = dist_checkpointing.load_common_state_dict(str(latest))["common"].get("padded_vocab")
+            if saved and saved % self.cfg.parallel.tp == 0 and saved >= self.tokenizer.vocab_size:
+                return int(saved), False
+            if saved:
+                log0(f"warning: {latest} has {saved} embedding rows, which tp={self.cfg.parallel.tp} cannot "
+                     "split; padding anew (losses after the resume differ slightly from the original layout)")
+        return self.tokenizer.vocab_size, True
 
     def _resume(self) -> None:
         from . import checkpoint
@@ -278,7 +297,8 @@ class Trainer:
 
         path = checkpoint.save(
             self.ckpt, self.step, self.model, self.optimizer, self.scheduler,
-            {"consumed_samples": self.step * self.cfg.schedule.global_batch_size, "skipped": self.skipped},
+            {"consumed_samples": self.step * self.cfg.schedule.global_batch_size, "skipped": self.skipped,
+             "padded_vocab": self.vocab_size},
             keep_last=self.cfg.checkpoint.keep_last,
         )
         log0(f"saved checkpoint {path}")
