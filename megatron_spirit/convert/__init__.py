@@ -12,7 +12,8 @@ Loading a converted checkpoint in the trainer (weights only, like Megatron's ``-
     info = read_info(ckpt_dir)                       # spirit_checkpoint.json written by hf-to-megatron
     model_cfg = model_config_from_info(info)         # sizes + rope_base (100000 by default) of the target
     built = build_model(model_cfg, parallel_cfg, vocab_size=tokenizer.vocab.full_size, dtype="bf16")
-    load_megatron_weights(built.chunks, ckpt_dir)    # any TP/PP/VPP: megatron-core reshards on load
+    load_megatron_weights(built.chunks, ckpt_dir)    # any TP/PP: megatron-core reshards on load (VPP chunks
+                                                     # are requested the same way; not covered by tests)
 
 ``build_model`` pads ``vocab_size`` to ``make_vocab_size_divisible_by × tp`` exactly as the converter did for
 its ``--tp``; another padding still loads (megatron-core loads the overlapping embedding/output rows). The
