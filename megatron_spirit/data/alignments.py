@@ -13,7 +13,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -31,18 +31,47 @@ class AlignmentError(ValueError):
         self.reason = reason
 
 
-def normalize_word(word: str) -> str:
-    """Lower case, punctuation and symbols removed (apostrophes inside a word kept: ``don't``)."""
-    kept = "".join(
-        ch for ch in word.lower() if ch == "'" or not unicodedata.category(ch).startswith(("P", "S", "C"))
-    )
+def _slow_normalize(word: str) -> str:
+    kept = "".join(ch for ch in word if ch == "'" or not unicodedata.category(ch).startswith(("P", "S", "C")))
     return kept.strip("'").strip()
+
+
+#: ASCII punctuation and symbols except the apostrophe: deleted by one C-level translate.
+_ASCII_PUNCT = str.maketrans("", "", "".join(chr(c) for c in range(33, 127) if not chr(c).isalnum() and chr(c) != "'"))
+
+
+def normalize_word(word: str) -> str:
+    """Lower case, punctuation and symbols removed (apostrophes inside a word kept: ``don't``).
+
+    The common cases (plain words, ASCII punctuation) stay in C string methods; other characters take the
+    Unicode-category path.
+    """
+    w = word.lower()
+    if w.isalnum():
+        return w
+    w = w.translate(_ASCII_PUNCT)
+    if w.replace("'", "").isalnum() or not w:
+        return w.strip("'")
+    return _slow_normalize(w)
+
+
+def normalize_words(words: Sequence[str]) -> list[str]:
+    """:func:`normalize_word` of each word, with the common case done on all words at once by C string methods.
+
+    Empty results stay in place (the caller drops them), so the output aligns with the input.
+    """
+    sep = "\x1f"  # a control character: deleted nowhere, absent from words
+    joined = sep.join(words).lower()
+    joined = joined.translate(_ASCII_PUNCT)
+    out = joined.split(sep)
+    if len(out) != len(words):  # a word held the separator: take the per-word path
+        return [normalize_word(w) for w in words]
+    return [w if not w or w.isalnum() else normalize_word(w) for w in out]
 
 
 def normalize_text(text: str) -> list[str]:
     """A transcript as normalised words: split on white space, then :func:`normalize_word`; empties dropped."""
-    words = (normalize_word(w) for w in text.split())
-    return [w for w in words if w]
+    return [w for w in normalize_words(text.split()) if w]
 
 
 @dataclass(frozen=True)
@@ -59,17 +88,13 @@ class Alignment:
     @classmethod
     def from_triples(cls, triples: Iterable[tuple[str, float, float]]) -> "Alignment":
         """Normalise each word and drop non-words; keep times as given."""
-        words, starts, ends = [], [], []
-        for word, start, end in triples:
-            if word.strip().lower() in NON_WORDS:
-                continue
-            w = normalize_word(word)
-            if not w:
-                continue
-            words.append(w)
-            starts.append(float(start))
-            ends.append(float(end))
-        return cls(tuple(words), np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64))
+        triples = list(triples)
+        raw = [w for w, _, _ in triples]
+        lowered = [w.strip().lower() for w in raw]
+        words = normalize_words(raw)
+        keep = [i for i, (w, low) in enumerate(zip(words, lowered)) if w and low not in NON_WORDS]
+        times = np.array([(s, e) for _, s, e in triples], dtype=np.float64).reshape(-1, 2)[keep]
+        return cls(tuple(words[i] for i in keep), times[:, 0].copy(), times[:, 1].copy())
 
 
 def check_alignment(al: Alignment, duration: float | None, transcript: str | None = None) -> None:
@@ -89,8 +114,9 @@ def check_alignment(al: Alignment, duration: float | None, transcript: str | Non
             "times_beyond_audio", f"last word ends at {al.ends[-1]:.3f} s, the audio lasts {duration:.3f} s"
         )
     if transcript is not None:
-        want = normalize_text(transcript)
         got = list(al.words)
+        split = transcript.split()
+        want = got if split == got else normalize_text(transcript)  # already normalised: nothing to redo
         if want != got:
             i = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
             a = got[i] if i < len(got) else "<end>"
@@ -110,18 +136,28 @@ def parse_word_list(obj, where: str = "") -> Alignment:
         obj = obj.get("words", obj.get("alignment"))
     if not isinstance(obj, list):
         raise AlignmentError("bad_alignment", f"{where}: expected a list of words with start/end times")
-    triples = []
-    for k, item in enumerate(obj):
-        try:
-            if isinstance(item, Mapping):
-                word = item.get("word", item.get("text", item.get("w")))
-                triples.append((str(word), float(item["start"]), float(item["end"])))
-            else:
-                word, start, end = item
-                triples.append((str(word), float(start), float(end)))
-        except (KeyError, TypeError, ValueError) as e:
-            raise AlignmentError("bad_alignment", f"{where}: word entry {k} is malformed ({e!r})") from e
+    try:
+        if obj and isinstance(obj[0], Mapping):
+            key = "word" if "word" in obj[0] else "text" if "text" in obj[0] else "w"
+            triples = [(str(d[key]), float(d["start"]), float(d["end"])) for d in obj]
+        else:
+            triples = [(str(w), float(s), float(e)) for w, s, e in obj]
+    except (KeyError, TypeError, ValueError) as e:
+        k = next((i for i, item in enumerate(obj) if not _word_entry_ok(item)), "?")
+        raise AlignmentError("bad_alignment", f"{where}: word entry {k} is malformed ({e!r})") from e
     return Alignment.from_triples(triples)
+
+
+def _word_entry_ok(item) -> bool:
+    try:
+        if isinstance(item, Mapping):
+            str(item.get("word", item.get("text", item.get("w")))), float(item["start"]), float(item["end"])
+        else:
+            _, s, e = item
+            float(s), float(e)
+        return item is not None
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 _TG_ITEM = re.compile(r'^\s*item\s*\[\d+\]\s*:', re.M)

@@ -23,6 +23,7 @@ from ..speech.manifest import UnitsRecord
 from ..tokenizer.tokenizer import SpiritTokenizer
 from ..tokenizer.vocab import SPECIAL_TOKEN_RE
 from .alignments import Alignment, AlignmentError, AlignmentSource, check_alignment, normalize_text, parse_word_list
+from .jsonl import loads
 from .interleave import SPEECH, TEXT, SpanConfig, interleave, record_rng
 
 KINDS = ("text", "speech", "interleaved", "asr", "tts")
@@ -87,15 +88,15 @@ def units_record(obj: dict[str, Any], where: str) -> UnitsRecord:
         raise RecordError("missing_units", "the record has no 'units'", obj.get("id"))
     if isinstance(units, str):
         units = [int(u) for u in units.split()]
-    if isinstance(units, list):
+    if isinstance(units, (list, np.ndarray)):
         obj = dict(obj, units={"hubert": {"rate": 25.0, "units": units}})
-    elif isinstance(units, dict) and any(isinstance(v, (list, str)) for v in units.values()):
+    elif isinstance(units, dict) and any(isinstance(v, (list, str, np.ndarray)) for v in units.values()):
         from ..tokenizer.vocab import STREAMS
 
         rates = {s.name: s.rate for s in STREAMS}
         obj = dict(obj, units={
             k: ({"rate": rates.get(k, 0.0), "units": [int(u) for u in v.split()] if isinstance(v, str) else v}
-                if isinstance(v, (list, str)) else v)
+                if isinstance(v, (list, str, np.ndarray)) else v)
             for k, v in units.items()
         })
     try:
@@ -226,7 +227,7 @@ class SequenceBuilder:
                 if not s.strip():
                     continue
                 try:
-                    obj = json.loads(s)
+                    obj = json.loads(s) if self.cfg.kind == "text" else loads(s)
                 except json.JSONDecodeError as e:
                     raise RecordError("invalid_json", str(e)) from e
                 if not isinstance(obj, dict):

@@ -9,6 +9,8 @@ from megatron_spirit.data.alignments import (
     AlignmentSource,
     check_alignment,
     normalize_text,
+    normalize_word,
+    normalize_words,
     read_textgrid,
 )
 
@@ -42,6 +44,16 @@ def _textgrid(words, xmax=1.5):
 
 def test_normalisation():
     assert normalize_text("Hello, World!  It's  — 'quoted' x-ray") == ["hello", "world", "it's", "quoted", "xray"]
+
+
+def test_batch_normalisation_equals_per_word():
+    import random
+
+    rng = random.Random(0)
+    alphabet = "abcXYZ019'-.,!?\"()[]<>é ÉßİΣ—…\x1f\t"
+    for _ in range(300):
+        words = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))) for _ in range(rng.randint(0, 8))]
+        assert normalize_words(words) == [normalize_word(w) for w in words], words
 
 
 def test_three_formats_agree(tmp_path):

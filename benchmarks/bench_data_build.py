@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""Dataset build speed beside its limits: text builds vs sentencepiece's own batched encode on the same text,
+and speech-only / interleaved builds in tokens/s per worker (issue #4's targets: text within 10% of the
+tokenizer's limit at every worker count; speech and interleaved ≥ 5M tokens/s per worker).
+
+Everything is generated here: an English-like corpus (Zipf-distributed words harvested from the Python standard
+library's docstrings, with sentence case and punctuation), a 16K-piece BPE trained on it, and a units manifest
+with word alignments. Times are in-process wall times of ``build_dataset`` (read, encode, write .bin/.idx), after
+imports; a CLI run adds ~4-6 s of Python/megatron-core start-up.
+
+    python benchmarks/bench_data_build.py --mb 60 --out bench_out/data
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def vocabulary(limit: int = 30000) -> list[str]:
+    """Words from the standard library's text (docstrings, comments), most frequent first."""
+    counts: dict[str, int] = {}
+    for f in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py"))[:1500]:
+        try:
+            text = f.read_text(encoding="utf-8", errors="ignore")
+        except OSError:
+            continue
+        for w in re.findall(r"\b[a-z]{2,14}\b", text):
+            counts[w] = counts.get(w, 0) + 1
+    return [w for w, _ in sorted(counts.items(), key=lambda x: -x[1])][:limit]
+
+
+def english_like(words: list[str], n_bytes: int, seed: int = 0):
+    """Documents of Zipf-distributed words until ``n_bytes`` of JSONL are written."""
+    rng = np.random.default_rng(seed)
+    ranks = np.arange(1, len(words) + 1)
+    p = 1.0 / ranks ** 1.05
+    p /= p.sum()
+    arr = np.array(words)
+    total = 0
+    while total < n_bytes:
+        sents = []
+        for _ in range(int(rng.integers(3, 25))):
+            s = " ".join(arr[rng.choice(len(arr), size=int(rng.integers(5, 25)), p=p)])
+            sents.append(s[0].upper() + s[1:] + rng.choice([".", ".", ",", "?", "!"]))
+        doc = " ".join(sents)
+        total += len(doc) + 12
+        yield doc
+
+
+def make_tokenizer(out: Path, corpus: list[str], vocab_size: int) -> str:
+    from megatron_spirit.tokenizer.build import build_tokenizer
+    from megatron_spirit.tokenizer.train import train_sentencepiece
+
+    tok = out / f"tok{vocab_size}"
+    if not (tok / "tokenizer.model").is_file():
+        sample = [s for d in corpus[:4000] for s in d.split(". ")]
+        base = train_sentencepiece(sample, out / f"bpe{vocab_size}.model", vocab_size=vocab_size)
+        build_tokenizer(base, tok, "expressive")
+    return str(tok)
+
+
+def speech_manifest(path: Path, n: int, words: list[str], seconds: tuple[int, int] = (20, 60), seed: int = 0,
+                    aligned: bool = True):
+    """Utterances with native-rate HuBERT/pitch/style units (repeats like real units), with word alignments and
+    transcripts when ``aligned`` (the input of interleaved builds; speech-only manifests have none)."""
+    from megatron_spirit.speech.manifest import StreamUnits, UnitsRecord
+    from megatron_spirit.tokenizer.vocab import HUBERT, PITCH, STYLE
+
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for i in range(n):
+            frames = int(rng.integers(*seconds)) * 25
+            runs = rng.geometric(0.6, size=frames)
+            hu = np.repeat(rng.integers(0, 501, size=frames), runs)[:frames]
+            pi = np.repeat(rng.integers(0, 64, size=frames), rng.geometric(0.4, size=frames))[: frames // 2]
+            st = rng.integers(0, 100, size=frames // 25)
+            t, ws = 0.0, []
+            while True:
+                d = float(rng.uniform(0.15, 0.5))
+                if t + d > frames / 25:
+                    break
+                ws.append({"word": words[int(rng.integers(0, 2000))], "start": round(t, 3), "end": round(t + d, 3)})
+                t += d + float(rng.choice([0.0, 0.0, 0.1]))
+            rec = UnitsRecord(f"u{i}", frames / 25,
+                              {"hubert": StreamUnits.from_frames(hu, 25.0, HUBERT),
+                               "pitch": StreamUnits.from_frames(pi, 12.5, PITCH),
+                               "style": StreamUnits.from_frames(st, 1.0, STYLE)},
+                              {"text": " ".join(w["word"] for w in ws), "words": ws} if aligned else {})
+            f.write(rec.to_json() + "\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, default=30.0, help="text corpus size (MB of JSONL)")
+    ap.add_argument("--vocab-size", type=int, default=16000, help="BPE pieces")
+    ap.add_argument("--utterances", type=int, default=1500, help="speech utterances (20-60 s each)")
+    ap.add_argument("--workers", default="1,2", help="worker counts to measure")
+    ap.add_argument("--out", default="bench_out/data", help="work folder (corpus, tokenizer, datasets)")
+    args = ap.parse_args(argv)
+
+    from megatron_spirit.data.interleave import SpanConfig
+    from megatron_spirit.data.sequences import SequenceConfig
+    from megatron_spirit.data.writer import build_dataset
+    from megatron_spirit.tokenizer.tokenizer import SpiritTokenizer
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = [int(w) for w in args.workers.split(",")]
+    words = vocabulary()
+    text_path = out / f"text_{args.mb:g}mb.jsonl"
+    if not text_path.is_file():
+        with open(text_path, "w") as f:
+            for doc in english_like(words, int(args.mb * 1e6)):
+                f.write(json.dumps({"text": doc}) + "\n")
+    texts = [json.loads(line)["text"] for line in open(text_path)]
+    tok_dir = make_tokenizer(out, texts, args.vocab_size)
+    sp = SpiritTokenizer(tok_dir).sp
+    results = {"corpus_mb": os.path.getsize(text_path) / 1e6, "documents": len(texts),
+               "bpe_pieces": sp.get_piece_size(), "cpus": os.cpu_count(), "text": {}, "speech": {}, "interleaved": {}}
+    print(f"text corpus {results['corpus_mb']:.1f} MB, {len(texts)} documents, BPE {args.vocab_size} pieces")
+
+    for w in workers:
+        t0 = time.perf_counter()
+        enc = sp.encode(texts, num_threads=w)
+        limit_s = time.perf_counter() - t0
+        n_tok = sum(len(e) for e in enc)
+        del enc
+        s = build_dataset([str(text_path)], str(out / f"text_w{w}"), tok_dir, SequenceConfig("text"), workers=w,
+                          overwrite=True, progress=False)
+        limit = n_tok / limit_s
+        results["text"][w] = {"tokens": s["tokens"], "build_s": s["elapsed_s"], "build_tok_s": s["tokens_per_s"],
+                              "sentencepiece_limit_tok_s": limit, "ratio": s["tokens_per_s"] / limit}
+        print(f"text  workers={w}: build {s['tokens_per_s'] / 1e6:.2f}M tok/s ({s['tokens']} tokens in "
+              f"{s['elapsed_s']:.1f} s) vs sentencepiece encode(num_threads={w}) {limit / 1e6:.2f}M tok/s "
+              f"→ {100 * s['tokens_per_s'] / limit:.0f}% of the limit")
+
+    manifests = {}
+    for kind in ("speech", "interleaved"):
+        manifests[kind] = out / f"units_{kind}_{args.utterances}.jsonl"
+        if not manifests[kind].is_file():
+            speech_manifest(manifests[kind], args.utterances, words, aligned=kind == "interleaved")
+    for kind, extra in (("speech", {}), ("interleaved", {"spans": SpanConfig()})):
+        manifest = manifests[kind]
+        for w in workers:
+            s = build_dataset([str(manifest)], str(out / f"{kind}_w{w}"), tok_dir, SequenceConfig(kind, **extra),
+                              workers=w, overwrite=True, progress=False)
+            results[kind][w] = {"tokens": s["tokens"], "build_s": s["elapsed_s"], "tok_s": s["tokens_per_s"],
+                                "tok_s_per_worker": s["tokens_per_s"] / w, "speech_hours": s["speech_seconds"] / 3600}
+            print(f"{kind:11s} workers={w}: {s['tokens_per_s'] / 1e6:.2f}M tok/s "
+                  f"({s['tokens_per_s'] / w / 1e6:.2f}M per worker; {s['tokens']} tokens, "
+                  f"{s['speech_seconds'] / 3600:.1f} h in {s['elapsed_s']:.1f} s)")
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
