@@ -117,6 +117,7 @@ class SequenceBuilder:
         self.sp = self.tok.sp
         self.out_dtype = out_dtype
         self.alignments = AlignmentSource(alignments) if alignments else None
+        self._track_ids = cfg.kind == "interleaved" and self.alignments is not None and self.alignments.table is not None
         v = self.vocab
         self.bos = np.array([self.tok.bos_id], dtype=np.int64)
         self.eos = np.array([self.tok.eos_id], dtype=np.int64)
@@ -232,7 +233,7 @@ class SequenceBuilder:
                     raise RecordError("invalid_json", str(e)) from e
                 if not isinstance(obj, dict):
                     raise RecordError("invalid_json", "a line is not a JSON object")
-                if self.cfg.kind != "text" and "id" in obj:
+                if self._track_ids and "id" in obj:  # for "alignment without units record" at the end
                     seen.append(str(obj["id"]))
                 per_variant = self._pieces(obj, f"{file}:{line}", texts, counts, hist)
             except RecordError as e:
