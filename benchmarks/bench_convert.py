@@ -6,7 +6,8 @@ over a 32000-piece sentencepiece model, then runs ``hf-to-megatron`` and ``megat
 process that samples its own memory. Reported per step: wall time, peak anonymous memory (what the process
 really allocated; sampled every 20 ms), peak RSS (VmHWM; also counts clean pages of memory-mapped input files,
 which the kernel can drop), and the anonymous memory right after imports. The model's size is printed beside
-them: a converter that loads the whole model needs at least that much.
+them, and the memory of merely loading every HF tensor at once (``whole_model_in_memory``: the floor of any
+converter that materialises the model, e.g. via ``from_pretrained``; the alternative this design avoids).
 
     python benchmarks/bench_convert.py --workdir /tmp/bench_convert   [--layers 4 for a quick run]
 """
@@ -74,6 +75,23 @@ def child(argv: list[str]) -> None:
                       "anon_after_imports_mib": after_imports / 1024}))
 
 
+def child_whole_load(folder: str) -> None:
+    """The alternative's floor: hold every HF tensor in memory at once (what a whole-model converter needs)."""
+    import torch  # noqa: F401
+    from safetensors import safe_open
+
+    after_imports = _status_kib("RssAnon")
+    start = time.perf_counter()
+    with MemorySampler() as mem:
+        tensors = {}
+        for shard in sorted(Path(folder).glob("*.safetensors")):
+            with safe_open(str(shard), framework="pt") as f:  # copies: tensors outlive the file map
+                tensors.update({name: f.get_tensor(name).clone() for name in f.keys()})
+    wall = time.perf_counter() - start
+    print(json.dumps({"wall_s": wall, "peak_anon_mib": mem.peak_anon / 1024, "peak_rss_mib": _status_kib("VmHWM") / 1024,
+                      "anon_after_imports_mib": after_imports / 1024}))
+
+
 def make_random_hf(folder: Path, layers: int, hidden: int, ffn: int, heads: int, kv_heads: int, vocab: int,
                    seed: int = 0) -> int:
     """A random HF LLaMA folder written tensor by tensor; returns the parameter count."""
@@ -102,9 +120,9 @@ def make_random_hf(folder: Path, layers: int, hidden: int, ffn: int, heads: int,
     return count
 
 
-def run_child(argv: list[str]) -> dict:
+def run_child(argv: list[str], mode: str = "--child") -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, __file__, "--child", *argv], env=env, check=True, capture_output=True,
+    out = subprocess.run([sys.executable, __file__, mode, *argv], env=env, check=True, capture_output=True,
                          text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -112,6 +130,9 @@ def run_child(argv: list[str]) -> dict:
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         child(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["--child-whole-load"]:
+        child_whole_load(sys.argv[2])
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default="/tmp/bench_convert")
@@ -143,10 +164,11 @@ def main() -> None:
                                            "--out", str(work / "megatron"), "--tp", str(args.tp), "--no-progress"])
     results["megatron_to_hf"] = run_child(["megatron-to-hf", "--ckpt", str(work / "megatron"), "--out",
                                            str(work / "hf_back"), "--max-shard-size", "1GB", "--no-progress"])
-    print(f"{'step':16} {'wall s':>8} {'peak anon MiB':>14} {'peak RSS MiB':>13} {'anon after imports':>19}")
-    for step in ("hf_to_megatron", "megatron_to_hf"):
+    results["whole_model_in_memory"] = run_child([str(work / "hf")], mode="--child-whole-load")
+    print(f"{'step':22} {'wall s':>8} {'peak anon MiB':>14} {'peak RSS MiB':>13} {'anon after imports':>19}")
+    for step in ("hf_to_megatron", "megatron_to_hf", "whole_model_in_memory"):
         r = results[step]
-        print(f"{step:16} {r['wall_s']:8.1f} {r['peak_anon_mib']:14.0f} {r['peak_rss_mib']:13.0f} "
+        print(f"{step:22} {r['wall_s']:8.1f} {r['peak_anon_mib']:14.0f} {r['peak_rss_mib']:13.0f} "
               f"{r['anon_after_imports_mib']:19.0f}")
     print(f"model size (bf16): {results['bf16_mib']:.0f} MiB")
     (work / "results.json").write_text(json.dumps(results, indent=2))

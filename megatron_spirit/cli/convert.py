@@ -17,7 +17,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spirit-convert",
         description="Convert checkpoints between Hugging Face LlamaForCausalLM folders and megatron-core "
-        "distributed checkpoints, tensor by tensor (memory: about one layer plus one output shard). Outputs are "
+        "distributed checkpoints, tensor by tensor (memory: about one layer, never the whole model). Outputs are "
         "written atomically; every input is checked before anything is written.",
     )
     sub = p.add_subparsers(dest="command", required=True)
