@@ -146,10 +146,17 @@ class SequenceBuilder:
         return rec.duration if rec.duration > 0 else hu.frames / hu.rate
 
     def _transcript(self, obj: dict, rid: str) -> str:
+        """The normalised transcript: ``text``, else the words of an inline alignment."""
         text = obj.get("text")
-        if not isinstance(text, str) or not normalize_text(text):
+        words = normalize_text(text) if isinstance(text, str) else []
+        if not isinstance(text, str) and obj.get("words", obj.get("alignment")) is not None:
+            try:
+                words = list(parse_word_list(obj.get("words", obj.get("alignment")), f"record {rid!r}").words)
+            except AlignmentError as e:
+                raise RecordError(e.reason, str(e).split(": ", 1)[-1], rid) from e
+        if not words:
             raise RecordError("empty_text", "no transcript 'text' (or only punctuation)", rid)
-        return " ".join(normalize_text(text))
+        return " ".join(words)
 
     def _alignment(self, rec: UnitsRecord, obj: dict) -> Alignment:
         inline = obj.get("words", obj.get("alignment"))
@@ -217,6 +224,8 @@ class SequenceBuilder:
         counts: dict[str, float] = {}
         hist = np.zeros((2, HIST_BINS), dtype=np.int64) if self.cfg.kind == "interleaved" else None
         seen: list[str] = []
+        owner: list[int] = []  # per text: the document (index in docs[0]) it belongs to
+        doc_where: list[tuple[int, Any]] = []  # per document: line and record id
         for k, raw in enumerate(lines):
             line = first_line + k
             obj = None
@@ -240,15 +249,23 @@ class SequenceBuilder:
                 rid = e.rid if e.rid is not None else (obj.get("id") if isinstance(obj, dict) else None)
                 rejects.append(Reject(None if rid is None else str(rid), file, line, e.reason, e.detail))
                 continue
+            owner += [len(doc_where)] * (len(texts) - len(owner))
+            doc_where.append((line, obj.get("id")))
             for v in range(nvar):
                 docs[v].append(per_variant[v])
         encoded = self.sp.encode(texts, num_threads=encode_threads) if texts else []
         lens = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
         flat = np.fromiter(chain.from_iterable(encoded), dtype=np.int64, count=int(lens.sum()))
         offs = np.concatenate([[0], np.cumsum(lens)])
-        empty_texts = int((lens == 0).sum())
-        if empty_texts:  # sentencepiece gave nothing (text of only control characters): never a bare marker
-            raise RuntimeError(f"{file}:{first_line}: {empty_texts} text segments encoded to no tokens")
+        empty = sorted({owner[i] for i in np.flatnonzero(lens == 0).tolist()})
+        if empty:  # sentencepiece gave nothing (e.g. only control characters): never a bare marker
+            for d in empty:
+                line, rid = doc_where[d]
+                rejects.append(Reject(None if rid is None else str(rid), file, line, "empty_text",
+                                      "the text encodes to no tokens"))
+            rejects.sort(key=lambda r: r.line)
+            drop = set(empty)
+            docs = [[doc for i, doc in enumerate(dv) if i not in drop] for dv in docs]
         ids_out, lengths_out = [], []
         for v in range(nvar):
             parts, lengths = [], []

@@ -277,3 +277,24 @@ def test_killed_build_leaves_nothing_complete_and_rerun_finishes(tmp_path, tok_d
     assert len(IndexedDataset(str(out))) == 600
     again = build_dataset([big], str(out), tok_dir, SequenceConfig("text"), progress=False)
     assert again["skipped"]
+
+
+def test_text_that_encodes_to_nothing_is_rejected(tmp_path, tok_dir):
+    from megatron_spirit.tokenizer.tokenizer import SpiritTokenizer as T
+
+    blank = "\u200b\u200b"  # not white space to str.strip, but sentencepiece's normaliser drops it
+    if T(tok_dir).sp.encode(blank):
+        pytest.skip("this sentencepiece model keeps the zero-width space")
+    path = write_jsonl(tmp_path / "t.jsonl", [{"text": "One."}, {"id": "z", "text": blank}, {"text": "Two."}])
+    s = build_dataset([path], str(tmp_path / "t"), tok_dir, SequenceConfig("text"), progress=False)
+    assert s["documents"] == 2 and s["rejects_by_reason"] == {"empty_text": 1}
+    assert json.loads(Path(s["rejects_file"]).read_text())["line"] == 2
+
+
+def test_asr_transcript_from_inline_words(tmp_path, corpus, tok_dir):
+    rec = {k: v for k, v in corpus["records"][0].items() if k != "text"}
+    path = write_jsonl(tmp_path / "u.jsonl", [rec, {k: v for k, v in rec.items() if k != "words"}])
+    s = build_dataset([path], str(tmp_path / "asr"), tok_dir, SequenceConfig("asr"), flavor="base", progress=False)
+    assert s["documents"] == 1 and s["rejects_by_reason"] == {"empty_text": 1}
+    (doc,) = read_back(str(tmp_path / "asr"), SpiritTokenizer(tok_dir))
+    assert doc.endswith("[Text]" + " ".join(w["word"].lower().strip(".,!?") for w in rec["words"]))
