@@ -5,6 +5,7 @@ For tests and small CPU jobs (the trainer's real launcher is torchrun or srun)::
     from megatron_spirit.parallel.launch import run_ranks
     results = run_ranks("tests.parallel.workers:layout_check", world_size=4, args=(cfg,), timeout=300)
     # results[r] is what rank r's function returned (must be picklable)
+    outputs = run_command([sys.executable, "-m", "megatron_spirit.cli.train", ...], world_size=2)
 
 The target is ``"package.module:function"`` (imported fresh in each child, so it must be importable from
 the child's ``sys.path``; the caller's path is passed on). Each child gets ``RANK``, ``WORLD_SIZE``,
@@ -146,6 +147,45 @@ def run_ranks(
         return values
 
 
+def run_command(
+    command: Sequence[str], world_size: int, timeout: float = 600.0, env: dict | None = None, cwd: str | None = None
+) -> list[str]:
+    """Run ``command`` (e.g. ``[sys.executable, "-m", "megatron_spirit.cli.train", ...]``) as ranks
+    0..world_size-1 with torchrun's environment variables, as torchrun would on one node; returns each rank's
+    output. A rank exiting non-zero raises ``RankFailed`` with the outputs of every failed rank."""
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    base = dict(os.environ)
+    base.update(env or {})
+    base.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(free_port()), WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size))
+    with tempfile.TemporaryDirectory(prefix="spirit-launch-") as tmp:
+        procs, logs = [], []
+        for rank in range(world_size):
+            log = open(Path(tmp) / f"rank{rank}.log", "w+b")
+            child_env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
+            procs.append(subprocess.Popen(list(command), env=child_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT))
+            logs.append(log)
+        try:
+            failed = _wait(procs, None, timeout)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        outputs = []
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read().decode(errors="replace"))
+            log.close()
+    if failed is not None:
+        rank, why = failed
+        bad = [r for r, p in enumerate(procs) if p.returncode != 0] or [rank]
+        text = "\n".join(f"--- rank {r} output (exit {procs[r].returncode}) ---\n{outputs[r][-6000:]}" for r in bad)
+        raise RankFailed(f"{' '.join(map(str, command))} failed on rank {rank} of {world_size} ({why})\n{text}")
+    return outputs
+
+
 def _wait(procs, results, timeout):
     """Wait for all ranks; return (rank, reason) of the first failure, or None."""
     deadline = time.monotonic() + timeout
@@ -158,7 +198,7 @@ def _wait(procs, results, timeout):
             elif code != 0:
                 _grace(procs, 3.0)  # let peers of a failed rank write their own tracebacks
                 return rank, f"exit code {code}"
-            elif not os.path.exists(results[rank]):
+            elif results is not None and not os.path.exists(results[rank]):
                 return rank, "exited without a result"
         if done:
             return None

@@ -110,15 +110,22 @@ def init_distributed(environ: dict | None = None, timeout_minutes: int = 30) -> 
 
 
 def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch identically on every rank, then megatron's per-TP-rank RNG tracker.
-
-    Identical base seeds make weight initialisation (done on CPU from the full tensor, then split) the same
-    whatever the TP size; megatron's tracker gives each TP rank its own stream for TP-region dropout.
-    """
+    """Seed python, numpy, torch and megatron's per-TP-rank RNG tracker with ``seed`` (see ``stage_seed``)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     cpu.seed_model_parallel_rng(seed)
+
+
+def stage_seed(seed: int, pipeline_rank: int) -> int:
+    """The seed of a pipeline stage: ``seed + 100 × PP rank``, as megatron's own training does.
+
+    Without the offset every stage would start from the same RNG state and initialise its layers exactly like
+    the first stage's (layer 2 = layer 0 at PP=2). TP and DP ranks of a stage share the seed: with CPU
+    initialisation each weight is drawn full-size and split (initial weights do not depend on TP); on GPU
+    megatron's tracker gives each TP rank its own stream; DP replicas must start identical.
+    """
+    return seed + 100 * pipeline_rank
 
 
 def init_model_parallel(parallel_cfg, seed: int = 1234) -> None:
@@ -140,7 +147,7 @@ def init_model_parallel(parallel_cfg, seed: int = 1234) -> None:
         virtual_pipeline_model_parallel_size=parallel_cfg.vpp,
         create_gloo_process_groups=True,
     )
-    seed_everything(seed)
+    seed_everything(stage_seed(seed, parallel_state.get_pipeline_model_parallel_rank()))
 
 
 def destroy_model_parallel() -> None:

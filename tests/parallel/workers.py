@@ -152,7 +152,21 @@ def equivalence(model_name: str, layouts: list[dict], steps: int = 2, global_bat
     """Reference TP1/PP1 then every layout; per layout: losses and max |Δweight| vs the reference."""
     world = torch.distributed.get_world_size()
     init, ref_losses, ref_final = run_layout(model_name, {}, steps, global_batch, mbs)
-    report = {"world": world, "reference": ref_losses, "layouts": []}
+    report = {"world": world, "reference": ref_losses, "layouts": [], "stage_layers_identical": None}
+    if world > 1:  # fresh PP=world initialisation: no stage may repeat another stage's layers
+        from megatron_spirit.model.build import build_model
+        from megatron_spirit.model.config import ParallelConfig, get_model_config
+        from megatron_spirit.parallel.runtime import init_model_parallel
+
+        pcfg = ParallelConfig(pp=world)
+        init_model_parallel(pcfg, seed=SEED)
+        fresh = gather_full(build_model(get_model_config(model_name), pcfg, TABLE, verbose=False).chunks)
+        qkv = fresh["decoder.layers.self_attention.linear_qkv.weight"]
+        per = qkv.shape[0] // world
+        firsts = [qkv[i * per] for i in range(world)]
+        report["stage_layers_identical"] = any(
+            torch.equal(firsts[i], firsts[j]) for i in range(world) for j in range(i + 1, world)
+        )
     for layout in layouts:
         _, losses, final = run_layout(model_name, layout, steps, global_batch, mbs, init=init)
         assert set(final) == set(ref_final), sorted(set(final) ^ set(ref_final))
