@@ -41,11 +41,11 @@ def _check_split(chunk, hf_dir, dims, tp: int, tp_rank: int, pp: int, pp_rank: i
             assert torch.equal(local.detach(), want), f"{key} layer {global_i} tp rank {tp_rank}"
 
 
-def layouts_logits(layouts, cases, tokens, save_dir=None):
+def layouts_logits(layouts, cases, tokens, save_dir=None, save_case=None):
     """For each (tp, pp) and each case: build, load the converted checkpoint, check splits, forward.
 
-    cases: {name: (ckpt_dir, hf_dir, tokenizer_size)}; tokens: {name: [batch, seq] ids}. Returns {(tp, pp, name): logits or None}. With
-    ``save_dir``, the last layout's last case is saved again by megatron-core itself (a "trained" checkpoint).
+    cases: {name: (ckpt_dir, hf_dir, vocab_size, pad_vocab)} (build_model's arguments); tokens: {name: ids}. Returns {(tp, pp, name): logits or None}. With
+    ``save_dir``, case ``save_case`` of the last layout is saved again by megatron-core itself (as training would).
     """
     from megatron.core import dist_checkpointing, parallel_state
 
@@ -60,22 +60,24 @@ def layouts_logits(layouts, cases, tokens, save_dir=None):
     for tp, pp in layouts:
         pcfg = ParallelConfig(tp=tp, pp=pp)
         init_model_parallel(pcfg, seed=7)
-        for name, (ckpt, hf_dir, vocab) in cases.items():
+        for name, (ckpt, hf_dir, vocab, pad) in cases.items():
             mcfg = model_config_from_info(read_info(ckpt))
-            built = build_model(mcfg, pcfg, vocab_size=vocab, dtype="fp32", verbose=False)
+            built = build_model(mcfg, pcfg, vocab_size=vocab, pad_vocab=pad, dtype="fp32", verbose=False)
             load_megatron_weights(built.chunks, ckpt)
             _check_split(built.chunks[0], hf_dir, L.Dims.of(mcfg), tp,
                          parallel_state.get_tensor_model_parallel_rank(), pp,
                          parallel_state.get_pipeline_model_parallel_rank())
             with torch.no_grad():
-                logits = _forward_logits(built.chunks, tokens[name])
+                logits = _forward_logits(built.chunks, tokens[name.split("-")[0]])
             keep = logits is not None and parallel_state.get_tensor_model_parallel_rank() == 0
             results[(tp, pp, name)] = logits if keep else None
+            if name == save_case:
+                to_save = built.chunks[0]
     if save_dir is not None:
         if torch.distributed.get_rank() == 0:
             import os
 
             os.makedirs(save_dir, exist_ok=True)
         torch.distributed.barrier()
-        dist_checkpointing.save(built.chunks[0].sharded_state_dict(), save_dir)
+        dist_checkpointing.save(to_save.sharded_state_dict(), save_dir)
     return results
