@@ -6,6 +6,13 @@ when CUDA is absent (``enable()`` does nothing on a GPU machine). The same GPTMo
 optimizer and ``get_forward_backward_func`` schedules then run in both worlds. Measured facts behind each
 entry: ``shared/notes/megatron-core-on-cpu.md``.
 
+Scope of the mode (item 2/3): torch keeps function modes per thread, and disables a mode while its own
+handler runs — so it covers calls made by the thread that called ``enable()``, but not calls made from
+inside a dispatched function (e.g. the Python autograd backward started by ``Tensor.backward``) or from other
+threads. On the paths we run (GPTModel, DDP, distributed optimizer, 1F1B / interleaved schedules, SP)
+those places only use ``torch.cuda.current_device()``, which is patched process-wide (item 1); the parallel
+equivalence tests exercise all of them.
+
 Every assumption covered, where it is met, and what this module does about it:
 
 1. ``torch.cuda.current_device()`` — rotary embedding ``get_emb``, tensor-parallel communication buffers
