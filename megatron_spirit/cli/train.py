@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
+    from ..parallel.runtime import read_env
+
+    try:
+        cfg.batch_layout(read_env().world_size)  # before any process group: a clear error, not a hang
+    except ValueError as e:
+        print(f"spirit-train: config error: {e}", file=sys.stderr)
+        return 2
     from ..training.trainer import run
 
     return run(cfg)

@@ -1,0 +1,61 @@
+"""Start ``spirit-train`` as N real rank processes, the way ``srun`` does (one task per rank, env variables)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from megatron_spirit.parallel.launch import free_port
+
+
+class Job:
+    def __init__(self, nprocs: int, args: list[str], log_dir: Path):
+        port = free_port()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.logs = [log_dir / f"rank{r}.log" for r in range(nprocs)]
+        self.procs = []
+        for r in range(nprocs):
+            env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(nprocs), LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",
+                       MASTER_PORT=str(port), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+            env.pop("SLURM_PROCID", None)
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "megatron_spirit.cli.train", *args], env=env,
+                stdout=open(self.logs[r], "w"), stderr=subprocess.STDOUT))
+
+    def signal(self, sig) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(sig)
+
+    def wait(self, timeout: float = 300) -> list[int]:
+        deadline = time.time() + timeout
+        codes = []
+        for p in self.procs:
+            try:
+                codes.append(p.wait(timeout=max(1, deadline - time.time())))
+            except subprocess.TimeoutExpired:
+                for q in self.procs:
+                    q.kill()
+                raise AssertionError(f"training job timed out; rank 0 log:\n{self.output(0)[-4000:]}")
+        return codes
+
+    def output(self, rank: int = 0) -> str:
+        return self.logs[rank].read_text()
+
+
+def run_train(nprocs: int, args: list[str], log_dir: Path, timeout: float = 300, expect: int = 0) -> str:
+    job = Job(nprocs, args, log_dir)
+    codes = job.wait(timeout)
+    assert codes == [expect] * nprocs, f"exit codes {codes}; rank 0 log:\n{job.output(0)[-6000:]}"
+    return job.output(0)
+
+
+def losses(metrics_jsonl: Path) -> dict[int, float]:
+    out = {}
+    for line in Path(metrics_jsonl).read_text().splitlines():
+        rec = json.loads(line)
+        out[rec["step"]] = rec["loss"]
+    return out
