@@ -90,7 +90,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--flavor", choices=("base", "expressive"), default="base",
                    help="base: HuBERT units; expressive: also pitch and style")
     e.add_argument("--shard", default="0/1", help="i/n: this task's share of the manifest (e.g. a Slurm array)")
-    e.add_argument("--batch-seconds", type=float, default=200.0, help="padded audio seconds per model batch")
+    e.add_argument("--batch-seconds", type=float, default=None,
+                   help="padded audio seconds per model batch (default: 200 on GPU; 0 = one file at a time on "
+                   "CPU, where padded batches were measured slower: benchmarks/bench_units_hubert.py)")
     e.add_argument("--max-chunk-seconds", type=float, default=100.0, help="longest piece given to HuBERT")
     e.add_argument("--workers", type=int, default=2, help="audio reading threads")
     e.add_argument("--device", default="auto", help="auto (cuda when present; bf16 there), cpu, cuda, …")
@@ -145,7 +147,10 @@ def _run(args) -> int:
         pitch = PitchQuantizer.load(args.pitch) if args.pitch else None
         style = KMeansQuantizer.load(args.style) if args.style else None
         ex = UnitExtractor(args.hubert_model, km, pitch, style, args.flavor, args.device, args.max_chunk_seconds)
-        s = extract_shard(args.manifest, args.out, ex, shard, n, args.batch_seconds, args.strict, args.workers)
+        batch_seconds = args.batch_seconds
+        if batch_seconds is None:
+            batch_seconds = 200.0 if ex.featurizer.device.type == "cuda" else 0.0
+        s = extract_shard(args.manifest, args.out, ex, shard, n, batch_seconds, args.strict, args.workers)
         if s["skipped"]:
             print(f"shard {shard}/{n} already done ({s['written']} records): skipped")
         else:

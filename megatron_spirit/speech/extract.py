@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from .corpus import AudioItem, read_manifest, shard_slice
 from .hubert import HubertFeaturizer
 from .kmeans import KMeansQuantizer
 from .manifest import StreamUnits, UnitsRecord
-from .pitch import PitchQuantizer
+from .pitch import PitchQuantizer, extract_f0
 from .style import style_units
 
 
@@ -62,7 +62,15 @@ class UnitExtractor:
         """Shortest audio with one HuBERT frame."""
         return self.featurizer.geometry.receptive_field
 
-    def __call__(self, wavs: list[np.ndarray], speakers: list[str | None] | None = None) -> list[dict[str, StreamUnits]]:
+    def f0(self, wav: np.ndarray):
+        """F0 track for the pitch units (None for the base flavor): the slow CPU part, run in loader threads."""
+        if self.flavor != "expressive":
+            return None
+        c = self.pitch.cfg
+        return extract_f0(wav, c.method, c.hop, c.f0_min, c.f0_max)
+
+    def __call__(self, wavs: list[np.ndarray], speakers: list[str | None] | None = None,
+                 f0s: list | None = None) -> list[dict[str, StreamUnits]]:
         feats = self.featurizer(wavs)
         rate = self.featurizer.rate
         out = []
@@ -71,7 +79,9 @@ class UnitExtractor:
             streams = {"hubert": StreamUnits.from_frames(hu, rate, HUBERT)}
             if self.flavor == "expressive":
                 spk = speakers[i] if speakers else None
-                streams["pitch"] = StreamUnits.from_frames(self.pitch(wav, spk), self.pitch.rate, PITCH)
+                f0, voiced = f0s[i] if f0s and f0s[i] is not None else self.f0(wav)
+                pu = self.pitch.encode_features(self.pitch.features_from_f0(f0, voiced, spk))
+                streams["pitch"] = StreamUnits.from_frames(pu, self.pitch.rate, PITCH)
                 st = style_units(self.style, f[self.style.meta.layer], rate)
                 streams["style"] = StreamUnits.from_frames(st, 1.0 / self.style.meta.window_seconds, STYLE)
             out.append(streams)
@@ -146,9 +156,10 @@ def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtr
 
     def load(it: AudioItem):
         try:
-            return load_audio(it.path, extractor.min_samples, it.expected_rate, it.expected_duration)
+            wav = load_audio(it.path, extractor.min_samples, it.expected_rate, it.expected_duration)
         except AudioError as e:
             return e
+        return wav, extractor.f0(wav)
 
     batches = list(_batches(sized, batch_seconds))
     total_hours = 0.0
@@ -157,17 +168,23 @@ def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtr
     bar = tqdm(total=total_hours, desc=f"shard {shard}/{num_shards}", disable=not progress, mininterval=2,
                bar_format="{l_bar}{bar}| {n:.4f}/{total:.4f} audio-h [{elapsed}<{remaining}{postfix}]")
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        pending = pool.map(lambda b: [load(it) for it, _ in b], batches)
-        for batch, loaded in zip(batches, pending):
+        # Files are read (and their F0 tracked) by the pool, one file per task, two batches ahead of the model
+        # (bounded, so a shard's audio is never all in memory).
+        pending: deque = deque()
+        for bi, batch in enumerate(batches):
+            while len(pending) < 3 and bi + len(pending) < len(batches):
+                pending.append([pool.submit(load, it) for it, _ in batches[bi + len(pending)]])
+            futures = pending.popleft()
             good = []
-            for (it, dur), wav in zip(batch, loaded):
-                if isinstance(wav, AudioError):
-                    reject(it, wav.reason)
+            for (it, dur), fut in zip(batch, futures):
+                got = fut.result()
+                if isinstance(got, AudioError):
+                    reject(it, got.reason)
                 else:
-                    good.append((it, wav))
+                    good.append((it, got))
             if good:
-                units = extractor([w for _, w in good], [it.speaker for it, _ in good])
-                for (it, wav), streams in zip(good, units):
+                units = extractor([g[0] for _, g in good], [it.speaker for it, _ in good], [g[1] for _, g in good])
+                for (it, (wav, _)), streams in zip(good, units):
                     rec = UnitsRecord(it.id, len(wav) / SAMPLE_RATE, streams,
                                       {k: v for k, v in it.fields.items() if k != "duration"}
                                       | {"path": str(it.path)})

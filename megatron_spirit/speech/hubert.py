@@ -163,13 +163,14 @@ class HubertFeaturizer:
 
 def _masked_instance_norm(h: torch.Tensor, lengths: torch.Tensor, norm: torch.nn.GroupNorm) -> torch.Tensor:
     """GroupNorm with one group per channel, statistics over each row's first ``lengths`` steps only."""
+    dtype, h = h.dtype, h.float()  # statistics in fp32 even under bf16 autocast
     t = h.shape[-1]
     m = (torch.arange(t, device=h.device)[None, :] < lengths[:, None]).to(h.dtype)[:, None, :]  # (B,1,T)
     n = lengths.to(h.dtype)[:, None, None]
     mean = (h * m).sum(-1, keepdim=True) / n
     var = (((h - mean) * m) ** 2).sum(-1, keepdim=True) / n
     y = (h - mean) / torch.sqrt(var + norm.eps)
-    return y * norm.weight[None, :, None] + norm.bias[None, :, None]
+    return (y * norm.weight[None, :, None].float() + norm.bias[None, :, None].float()).to(dtype)
 
 
 def _do_normalize(model_dir: Path) -> bool:

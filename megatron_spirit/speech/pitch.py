@@ -340,7 +340,11 @@ class PitchQuantizer:
         d = json.loads(cpath.read_text())
         cfg = PitchConfig(**d["config"])
         model = PitchVQVAE(cfg)
-        model.load_state_dict(torch.load(wpath, map_location=device, weights_only=True))
+        try:
+            model.load_state_dict(torch.load(wpath, map_location=device, weights_only=True))
+        except RuntimeError as e:
+            raise ValueError(f"{wpath}: does not match its config.json (saved by another version?): "
+                             f"{str(e).splitlines()[0]}") from e
         stats = {k: F0Stats(**v) for k, v in d.get("speaker_stats", {}).items()}
         return cls(cfg, model, stats, d.get("metrics", {}))
 
