@@ -13,7 +13,7 @@ PYTEST_ARGS ?= -n 2
 export OMP_NUM_THREADS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install install-dev system-deps clean
+.PHONY: demo test install install-dev system-deps test-system-deps clean
 
 demo: $(VENV)/.installed
 	$(PY) examples/demo.py --out $(DEMO_OUT)
@@ -35,7 +35,7 @@ $(VENV)/.installed: setup.py Makefile $(VENV)/.torch | system-deps
 	$(PIP) install -q -c $(VENV)/constraints.txt -e ".[audio]"
 	@touch $@
 
-$(VENV)/.installed-dev: setup.py Makefile $(VENV)/.installed
+$(VENV)/.installed-dev: setup.py Makefile $(VENV)/.installed | test-system-deps
 	$(PIP) install -q -c $(VENV)/constraints.txt -e ".[audio,dev]"
 	@touch $@
 
@@ -45,6 +45,18 @@ system-deps:
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 || missing="$$missing libespeak-ng1"; \
 	command -v sox >/dev/null || missing="$$missing sox"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# The tests also start a real single-node Slurm cluster (slurmctld + slurmd + munge) to run the sbatch scripts.
+test-system-deps: system-deps
+	@missing=""; \
+	for c in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client munged:munge; do \
+	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c##*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
