@@ -17,7 +17,10 @@ Loading a converted checkpoint in the trainer (weights only, like Megatron's ``-
 
 ``build_model`` pads ``vocab_size`` to ``make_vocab_size_divisible_by × tp`` exactly as the converter did for
 its ``--tp``; another padding still loads (megatron-core loads the overlapping embedding/output rows). The
-checkpoint holds model weights only (no optimizer, no iteration): start the optimizer fresh.
+checkpoint holds model weights only (no optimizer, no iteration): start the optimizer fresh. It also holds the
+layers' ``_extra_state`` objects (as ``None``), so a plain ``dist_checkpointing.load(model.sharded_state_dict())``
+works too — that is what the trainer's ``checkpoint.finetune_from`` (``training.checkpoint.load_weights``) does,
+and the conversion tests load through it.
 """
 from .load import load_megatron_weights
 

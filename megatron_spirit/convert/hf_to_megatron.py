@@ -199,6 +199,8 @@ class _Producer:
 
 def megatron_sharded_state_dict(dims: L.Dims, vocab_rows: int, dtype: torch.dtype) -> dict:
     """The model's sharded state dict as GPTModel (TP1/PP1, fc1 factory applied) describes it, data-less."""
+    from megatron.core.dist_checkpointing import ShardedObject
+
     from .streaming_save import meta_sharded_tensor
 
     shapes = L.megatron_shapes(dims, vocab_rows)
@@ -212,6 +214,9 @@ def megatron_sharded_state_dict(dims: L.Dims, vocab_rows: int, dtype: torch.dtyp
                 sd[f"{key}.{i}.up"] = meta_sharded_tensor(key, half, dtype, i, n, split=(0, 1, 2))
             else:
                 sd[f"{key}.{i}"] = meta_sharded_tensor(key, shapes[key], dtype, i, n)
+    for key in L.EXTRA_STATE_KEYS:  # as megatron's make_sharded_object_for_checkpoint lays them out
+        for i in range(n):
+            sd[f"{key}.{i}"] = ShardedObject(key, None, (n,), (i,), replica_id=0)
     sd[L.FINAL_NORM] = meta_sharded_tensor(L.FINAL_NORM, shapes[L.FINAL_NORM], dtype)
     sd[L.OUTPUT] = meta_sharded_tensor(L.OUTPUT, shapes[L.OUTPUT], dtype)
     return sd

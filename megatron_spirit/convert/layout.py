@@ -41,6 +41,16 @@ FC1 = "decoder.layers.mlp.linear_fc1.weight"
 FC2 = "decoder.layers.mlp.linear_fc2.weight"
 LAYER_KEYS = (INPUT_NORM, QKV, PROJ, MLP_NORM, FC1, FC2)
 VOCAB_KEYS = (EMBEDDING, OUTPUT)
+#: Per-layer module "extra state" objects GPTModel lists in its sharded state dict (``None`` for megatron-core's
+#: local layers; FP8 metadata for Transformer Engine's, which also has core attention's). Not weights; a
+#: converted checkpoint stores them as ``None`` so that loading the model's full sharded state dict works.
+EXTRA_STATE_KEYS = (
+    "decoder.layers.self_attention.linear_qkv._extra_state",
+    "decoder.layers.self_attention.core_attention._extra_state",
+    "decoder.layers.self_attention.linear_proj._extra_state",
+    "decoder.layers.mlp.linear_fc1._extra_state",
+    "decoder.layers.mlp.linear_fc2._extra_state",
+)
 
 # Hugging Face names ------------------------------------------------------------------------------------------
 HF_EMBEDDING = "model.embed_tokens.weight"

@@ -63,7 +63,12 @@ def layouts_logits(layouts, cases, tokens, save_dir=None, save_case=None):
         for name, (ckpt, hf_dir, vocab, pad) in cases.items():
             mcfg = model_config_from_info(read_info(ckpt))
             built = build_model(mcfg, pcfg, vocab_size=vocab, pad_vocab=pad, dtype="fp32", verbose=False)
-            load_megatron_weights(built.chunks, ckpt)
+            if name == "mha":  # the trainer's own weights-only start (full sharded state dict, extra state too)
+                from megatron_spirit.training.checkpoint import load_weights
+
+                load_weights(ckpt, built.chunks)
+            else:
+                load_megatron_weights(built.chunks, ckpt)
             _check_split(built.chunks[0], hf_dir, L.Dims.of(mcfg), tp,
                          parallel_state.get_tensor_model_parallel_rank(), pp,
                          parallel_state.get_pipeline_model_parallel_rank())
