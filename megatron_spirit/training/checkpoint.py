@@ -78,11 +78,17 @@ def _is_distributed(optimizer) -> bool:
 
 
 def save(ckpt_dir: CheckpointDir, step: int, model: list, optimizer, scheduler, extra: dict,
-         keep_last: int | None = None) -> Path:
-    """Collective: every rank calls it. Returns the final folder."""
+         keep_last: int | None = None, describe=None) -> Path:
+    """Collective: every rank calls it. Returns the final folder.
+
+    ``describe(folder)``, called on rank 0 before the folder is committed, adds the files that make the
+    checkpoint self-describing (``spirit_checkpoint.json`` and the tokenizer, so it exports with no arguments).
+    """
     rank0 = dist.get_rank() == 0
     if rank0:
-        ckpt_dir.begin(step)
+        tmp = ckpt_dir.begin(step)
+        if describe is not None:
+            describe(tmp)
     dist.barrier()
     model_sd = model_sharded_state_dict(model)
     state = dict(model_sd)
@@ -135,12 +141,15 @@ def load(path: str | Path, model: list, optimizer, scheduler) -> dict:
     return common
 
 
-def load_weights(path: str | Path, model: list) -> None:
-    """Weights only (a converted base model, or another run's checkpoint): the ``--finetune`` start."""
-    model_sd = model_sharded_state_dict(model)
-    loaded = dist_checkpointing.load(dict(model_sd), str(path))
-    for key, m in zip(model_sd, model):
-        _load_model_chunk(m, loaded[key])
+def load_weights(path: str | Path, model: list) -> Path:
+    """Weights only (a converted base model, or a training folder's newest checkpoint): the ``--finetune`` start."""
+    from ..convert import load_megatron_weights
+
+    path = Path(path)
+    latest = CheckpointDir(path).latest()
+    target = latest if latest is not None else path
+    load_megatron_weights(model, target)
+    return target
 
 
 def _load_model_chunk(chunk, state: dict) -> None:

@@ -154,9 +154,7 @@ class Trainer:
                 )
             log0(f"resumed from {latest} at step {self.step} (saved layout {common.get('layout')})")
         elif cfg.checkpoint.finetune_from:
-            src = Path(cfg.checkpoint.finetune_from)
-            ckpt_path = CheckpointDir(src).latest() or src
-            checkpoint.load_weights(ckpt_path, self.model)
+            ckpt_path = checkpoint.load_weights(cfg.checkpoint.finetune_from, self.model)
             log0(f"initialised weights from {ckpt_path} (weights only; optimizer, step and data start fresh)")
         else:
             log0("starting from random initialisation")
@@ -299,10 +297,22 @@ class Trainer:
             self.ckpt, self.step, self.model, self.optimizer, self.scheduler,
             {"consumed_samples": self.step * self.cfg.schedule.global_batch_size, "skipped": self.skipped,
              "padded_vocab": self.vocab_size},
-            keep_last=self.cfg.checkpoint.keep_last,
+            keep_last=self.cfg.checkpoint.keep_last, describe=self._describe,
         )
         log0(f"saved checkpoint {path}")
         return path
+
+    def _describe(self, folder: Path) -> None:
+        """Model config and tokenizer beside the tensors: ``spirit-convert megatron-to-hf`` needs nothing else."""
+        import shutil
+
+        from ..convert.checkpoint_info import TOKENIZER_SUBDIR, write_info
+
+        v = self.tokenizer.vocab
+        write_info(folder, self.model_cfg, v.base_size, v.flavor, self.vocab_size, self.cfg.precision,
+                   {"step": self.step})
+        src = self.tokenizer.path if Path(self.tokenizer.path).is_dir() else Path(self.tokenizer.path).parent
+        shutil.copytree(src, folder / TOKENIZER_SUBDIR)
 
     @torch.no_grad()
     def evaluate(self) -> float:
