@@ -46,6 +46,10 @@ class UnitExtractor:
         layers = {hubert_kmeans.meta.layer} | ({style.meta.layer} if style is not None else set())
         self.featurizer = HubertFeaturizer(hubert_model, sorted(layers), device=device,
                                            max_chunk_seconds=max_chunk_seconds)
+        if self.featurizer.rate != HUBERT.rate:
+            raise ValueError(f"{hubert_model}: conv stride {self.featurizer.geometry.hop} gives "
+                             f"{self.featurizer.rate:g} Hz frames; SpiRit HuBERT units are {HUBERT.rate:g} Hz "
+                             "(stride 640, as mHuBERT-25Hz)")
         for name, q in (("HuBERT k-means", hubert_kmeans), ("style k-means", style)):
             if q is not None and q.dim != self.featurizer.hidden_size:
                 raise ValueError(f"{name} has dim {q.dim} but {hubert_model} has hidden size "

@@ -164,3 +164,14 @@ def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         parser().parse_args([cmd, "--help"])
     assert e.value.code == 0 and "--out" in capsys.readouterr().out
+
+
+def test_a_50_hz_model_is_refused(tmp_path, trained):
+    from megatron_spirit.speech.extract import UnitExtractor
+    from megatron_spirit.speech.hubert import save_random_hubert, tiny_hubert_config
+    from megatron_spirit.speech.kmeans import KMeansQuantizer
+
+    cfg = tiny_hubert_config(conv_dim=(16,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
+    model = save_random_hubert(cfg, tmp_path / "h50")
+    with pytest.raises(ValueError, match="stride 320 gives 50 Hz frames"):
+        UnitExtractor(model, KMeansQuantizer.load(trained / "km"))
