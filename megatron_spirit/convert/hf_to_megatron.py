@@ -89,7 +89,7 @@ def check_hf_config(hf: HFCheckpoint) -> None:
 def check_config_matches(hf: HFCheckpoint, model_cfg) -> None:
     """The named target config must have the checkpoint's sizes."""
     derived = model_config_from_hf(hf.config, model_cfg.rope_base, str(hf.folder))
-    keys = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "query_groups")
+    keys = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "query_groups", "norm_eps")
     diffs = [
         f"{k}: config {model_cfg.name!r} has {getattr(model_cfg, k)}, checkpoint has {getattr(derived, k)}"
         for k in keys
