@@ -46,11 +46,19 @@ Every assumption covered, where it is met, and what this module does about it:
    the same peer — received activations out of order (losses off by ~3e-4, measured here).
    → ``model.config.transformer_config`` sets ``batch_p2p_comm=False`` when CUDA is absent (a megatron
    option, nothing patched). Item 4's ``batch_p2p_sync`` only applies to batched comm.
-9. dist-ckpt save spawns a ``multiprocessing.Manager`` that re-imports ``__main__``: scripts that save must
+9. Activation recompute (megatron's ``tensor_parallel.checkpoint``, used by full and selective recompute)
+   saves and restores the CUDA generator's state next to the CPU one (``_get_cuda_rng_state`` /
+   ``_set_cuda_rng_state`` in ``tensor_parallel/random.py``). → without CUDA there is no such generator:
+   those two helpers return an empty state and restore nothing. The CPU generator (which drives dropout on
+   CPU) and megatron's tracker states are still saved and restored by megatron itself, so recomputed
+   forwards draw the same numbers. Patched when megatron-core's module is loaded (``seed_model_parallel_rng``
+   or ``enable`` after the import).
+10. dist-ckpt save spawns a ``multiprocessing.Manager`` that re-imports ``__main__``: scripts that save must
    have an ``if __name__ == "__main__":`` guard (not patchable; documented here for callers).
 """
 from __future__ import annotations
 
+import sys
 import threading
 
 import torch
@@ -103,6 +111,24 @@ class CudaToCpuMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _no_cuda_rng_state(device="cuda", clone=False, graph_safe=False):
+    return torch.empty(0, dtype=torch.uint8)
+
+
+def _restore_no_cuda_rng_state(new_state, device=-1, graph_safe=False):
+    return None
+
+
+def _patch_megatron_rng() -> None:
+    """Item 9, once megatron-core's tensor_parallel.random is imported."""
+    module = sys.modules.get("megatron.core.tensor_parallel.random")
+    if module is None or _mode is None or "megatron_rng" in _saved:
+        return
+    _saved["megatron_rng"] = (module, module._get_cuda_rng_state, module._set_cuda_rng_state)
+    module._get_cuda_rng_state = _no_cuda_rng_state
+    module._set_cuda_rng_state = _restore_no_cuda_rng_state
+
+
 def _current_device():
     return _CPU
 
@@ -125,15 +151,15 @@ def enable() -> bool:
     if not cuda_absent():
         return False
     with _lock:
-        if _mode is not None:
-            return True
-        _saved["current_device"] = torch.cuda.current_device
-        _saved["synchronize"] = torch.cuda.synchronize
-        torch.cuda.current_device = _current_device
-        torch.cuda.synchronize = _synchronize
-        _mode = CudaToCpuMode()
-        _mode.__enter__()
-        return True
+        if _mode is None:
+            _saved["current_device"] = torch.cuda.current_device
+            _saved["synchronize"] = torch.cuda.synchronize
+            torch.cuda.current_device = _current_device
+            torch.cuda.synchronize = _synchronize
+            _mode = CudaToCpuMode()
+            _mode.__enter__()
+        _patch_megatron_rng()
+    return True
 
 
 def disable() -> None:
@@ -146,6 +172,9 @@ def disable() -> None:
         _mode = None
         torch.cuda.current_device = _saved.pop("current_device")
         torch.cuda.synchronize = _saved.pop("synchronize")
+        if "megatron_rng" in _saved:
+            module, get, set_ = _saved.pop("megatron_rng")
+            module._get_cuda_rng_state, module._set_cuda_rng_state = get, set_
 
 
 def enabled() -> bool:
@@ -157,6 +186,7 @@ def seed_model_parallel_rng(seed: int) -> None:
     from megatron.core import tensor_parallel
 
     if cuda_absent():
+        enable()  # also bridges item 9 now that megatron-core is imported
         tensor_parallel.model_parallel_cuda_manual_seed(seed, inference_rng_tracker=True, force_reset_rng=True)
     else:
         tensor_parallel.model_parallel_cuda_manual_seed(seed, force_reset_rng=True)

@@ -22,6 +22,9 @@ def test_cpu_compat_maps_cuda_assumptions_and_undoes_them():
     if torch.cuda.is_available():
         assert not cpu.enable()
         return
+    import megatron.core.tensor_parallel.random as mrandom
+
+    original = mrandom._get_cuda_rng_state
     was = cpu.enabled()
     assert cpu.enable()
     try:
@@ -36,10 +39,14 @@ def test_cpu_compat_maps_cuda_assumptions_and_undoes_them():
         assert torch.cuda.current_device() == torch.device("cpu")
         assert torch.cuda.synchronize() is None
         assert torch.empty(2, device=torch.cuda.current_device()).device.type == "cpu"
+        # activation recompute's CUDA generator save/restore (item 9)
+        assert mrandom._get_cuda_rng_state().numel() == 0
+        assert mrandom._set_cuda_rng_state(torch.empty(0, dtype=torch.uint8)) is None
     finally:
         if not was:
             cpu.disable()
     if not was:
+        assert mrandom._get_cuda_rng_state is original
         assert torch.zeros(1).type() == "torch.FloatTensor"
         with pytest.raises((RuntimeError, AssertionError)):
             torch.zeros(1, device="cuda")

@@ -52,7 +52,7 @@ def test_bf16_mixed_precision_tracks_fp32(single_process):
 
 def test_two_process_layouts(single_process):
     """TP2, TP2+SP, PP2 (8 micro-batches, 1F1B), PP2×VPP2 (interleaved), DP2 with the distributed optimizer
-    (plain, and with gradient reduce-scatter overlapped with backward)."""
+    (plain, and with gradient reduce-scatter overlapped with backward); full and selective activation recompute."""
     ref, _ = single_process
     layouts = [
         dict(tp=2),
@@ -61,6 +61,8 @@ def test_two_process_layouts(single_process):
         dict(pp=2, vpp=2),
         dict(distributed_optimizer=True),
         dict(distributed_optimizer=True, overlap_grad_reduce=True),
+        dict(tp=2, sp=True, recompute="full"),
+        dict(pp=2, recompute="selective"),
     ]
     report = run_ranks("tests.parallel.workers:equivalence", 2, args=("tiny-gqa", layouts), timeout=600)[0]
     assert [item["layout"] for item in report["layouts"]] == layouts
