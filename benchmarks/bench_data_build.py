@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vocab-size", type=int, default=16000, help="BPE pieces")
     ap.add_argument("--utterances", type=int, default=1500, help="speech utterances (20-60 s each)")
     ap.add_argument("--workers", default="1,2", help="worker counts to measure")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per measurement (best kept)")
     ap.add_argument("--out", default="bench_out/data", help="work folder (corpus, tokenizer, datasets)")
     args = ap.parse_args(argv)
 
@@ -133,19 +134,22 @@ def main(argv=None) -> int:
     print(f"text corpus {results['corpus_mb']:.1f} MB, {len(texts)} documents, BPE {args.vocab_size} pieces")
 
     for w in workers:
-        t0 = time.perf_counter()
-        enc = sp.encode(texts, num_threads=w)
-        limit_s = time.perf_counter() - t0
-        n_tok = sum(len(e) for e in enc)
-        del enc
-        s = build_dataset([str(text_path)], str(out / f"text_w{w}"), tok_dir, SequenceConfig("text"), workers=w,
-                          overwrite=True, progress=False)
-        limit = n_tok / limit_s
-        results["text"][w] = {"tokens": s["tokens"], "build_s": s["elapsed_s"], "build_tok_s": s["tokens_per_s"],
-                              "sentencepiece_limit_tok_s": limit, "ratio": s["tokens_per_s"] / limit}
-        print(f"text  workers={w}: build {s['tokens_per_s'] / 1e6:.2f}M tok/s ({s['tokens']} tokens in "
-              f"{s['elapsed_s']:.1f} s) vs sentencepiece encode(num_threads={w}) {limit / 1e6:.2f}M tok/s "
-              f"→ {100 * s['tokens_per_s'] / limit:.0f}% of the limit")
+        best_limit = best_build = 0.0
+        for _ in range(args.repeats):  # alternate, keep the best of each: this machine is shared
+            t0 = time.perf_counter()
+            enc = sp.encode(texts, num_threads=w)
+            limit_s = time.perf_counter() - t0
+            n_tok = sum(len(e) for e in enc)
+            del enc
+            best_limit = max(best_limit, n_tok / limit_s)
+            s = build_dataset([str(text_path)], str(out / f"text_w{w}"), tok_dir, SequenceConfig("text"),
+                              workers=w, overwrite=True, progress=False)
+            best_build = max(best_build, s["tokens_per_s"])
+        results["text"][w] = {"tokens": s["tokens"], "build_tok_s": best_build,
+                              "sentencepiece_limit_tok_s": best_limit, "ratio": best_build / best_limit}
+        print(f"text  workers={w}: build {best_build / 1e6:.2f}M tok/s ({s['tokens']} tokens, read+encode+write) "
+              f"vs sentencepiece encode(num_threads={w}) {best_limit / 1e6:.2f}M tok/s "
+              f"→ {100 * best_build / best_limit:.0f}% of the limit (best of {args.repeats})")
 
     manifests = {}
     for kind in ("speech", "interleaved"):
@@ -155,13 +159,18 @@ def main(argv=None) -> int:
     for kind, extra in (("speech", {}), ("interleaved", {"spans": SpanConfig()})):
         manifest = manifests[kind]
         for w in workers:
-            s = build_dataset([str(manifest)], str(out / f"{kind}_w{w}"), tok_dir, SequenceConfig(kind, **extra),
-                              workers=w, overwrite=True, progress=False)
+            best = None
+            for _ in range(args.repeats):
+                s = build_dataset([str(manifest)], str(out / f"{kind}_w{w}"), tok_dir, SequenceConfig(kind, **extra),
+                                  workers=w, overwrite=True, progress=False)
+                best = s if best is None or s["tokens_per_s"] > best["tokens_per_s"] else best
+            s = best
             results[kind][w] = {"tokens": s["tokens"], "build_s": s["elapsed_s"], "tok_s": s["tokens_per_s"],
-                                "tok_s_per_worker": s["tokens_per_s"] / w, "speech_hours": s["speech_seconds"] / 3600}
+                                "tok_s_per_worker": s["tokens_per_s"] / w, "speech_hours": s["speech_seconds"] / 3600,
+                                "text_tokens": s["text_tokens"], "speech_tokens": s["speech_tokens"]}
             print(f"{kind:11s} workers={w}: {s['tokens_per_s'] / 1e6:.2f}M tok/s "
-                  f"({s['tokens_per_s'] / w / 1e6:.2f}M per worker; {s['tokens']} tokens, "
-                  f"{s['speech_seconds'] / 3600:.1f} h in {s['elapsed_s']:.1f} s)")
+                  f"({s['tokens_per_s'] / w / 1e6:.2f}M per worker; {s['tokens']} tokens of which "
+                  f"{s['text_tokens']} text, {s['speech_seconds'] / 3600:.1f} h in {s['elapsed_s']:.1f} s)")
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {out / 'results.json'}")
     return 0

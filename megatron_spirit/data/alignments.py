@@ -66,7 +66,12 @@ def normalize_words(words: Sequence[str]) -> list[str]:
     out = joined.split(sep)
     if len(out) != len(words):  # a word held the separator: take the per-word path
         return [normalize_word(w) for w in words]
+    if joined.replace(sep, "").isalnum():  # every word is plain (or empty): done
+        return out
     return [w if not w or w.isalnum() else normalize_word(w) for w in out]
+
+
+_NON_WORDS_NORMALISED = frozenset(normalize_word(w) for w in NON_WORDS) - {""}
 
 
 def normalize_text(text: str) -> list[str]:
@@ -89,11 +94,18 @@ class Alignment:
     def from_triples(cls, triples: Iterable[tuple[str, float, float]]) -> "Alignment":
         """Normalise each word and drop non-words; keep times as given."""
         triples = list(triples)
-        raw = [w for w, _, _ in triples]
-        lowered = [w.strip().lower() for w in raw]
+        times = np.array([(s, e) for _, s, e in triples], dtype=np.float64).reshape(-1, 2)
+        return cls.from_words([w for w, _, _ in triples], times)
+
+    @classmethod
+    def from_words(cls, raw: Sequence[str], times: np.ndarray) -> "Alignment":
+        """Raw words and their ``(start, end)`` rows → normalised words, non-words dropped."""
         words = normalize_words(raw)
-        keep = [i for i, (w, low) in enumerate(zip(words, lowered)) if w and low not in NON_WORDS]
-        times = np.array([(s, e) for _, s, e in triples], dtype=np.float64).reshape(-1, 2)[keep]
+        keep = [i for i, w in enumerate(words) if w and (w not in _NON_WORDS_NORMALISED
+                                                         or raw[i].strip().lower() not in NON_WORDS)]
+        if len(keep) == len(words):
+            return cls(tuple(words), times[:, 0].copy(), times[:, 1].copy())
+        times = times[keep]
         return cls(tuple(words[i] for i in keep), times[:, 0].copy(), times[:, 1].copy())
 
 
@@ -139,23 +151,26 @@ def parse_word_list(obj, where: str = "") -> Alignment:
     try:
         if obj and isinstance(obj[0], Mapping):
             key = "word" if "word" in obj[0] else "text" if "text" in obj[0] else "w"
-            triples = [(str(d[key]), float(d["start"]), float(d["end"])) for d in obj]
+            raw = [d[key] for d in obj]
+            times = np.array([(d["start"], d["end"]) for d in obj], dtype=np.float64)
         else:
-            triples = [(str(w), float(s), float(e)) for w, s, e in obj]
+            raw = [w for w, _, _ in obj]
+            times = np.array([(s, e) for _, s, e in obj], dtype=np.float64).reshape(-1, 2)
+        "".join(raw)  # TypeError (in C) when a word is not a string
     except (KeyError, TypeError, ValueError) as e:
         k = next((i for i, item in enumerate(obj) if not _word_entry_ok(item)), "?")
         raise AlignmentError("bad_alignment", f"{where}: word entry {k} is malformed ({e!r})") from e
-    return Alignment.from_triples(triples)
+    return Alignment.from_words(raw, times)
 
 
 def _word_entry_ok(item) -> bool:
     try:
         if isinstance(item, Mapping):
-            str(item.get("word", item.get("text", item.get("w")))), float(item["start"]), float(item["end"])
+            w, s, e = item.get("word", item.get("text", item.get("w"))), item["start"], item["end"]
         else:
-            _, s, e = item
-            float(s), float(e)
-        return item is not None
+            w, s, e = item
+        float(s), float(e)
+        return isinstance(w, str)
     except (KeyError, TypeError, ValueError):
         return False
 

@@ -101,3 +101,12 @@ def test_check_alignment(words, duration, transcript, reason):
         with pytest.raises(AlignmentError) as e:
             check_alignment(al, duration, transcript)
         assert e.value.reason == reason
+
+
+@pytest.mark.parametrize("words", [[{"word": "a", "start": 0, "end": 1}, {"word": 5, "start": 1, "end": 2}],
+                                   [["a", 0, 1], ["b", "x", 2]], [{"word": "a", "start": 0}]])
+def test_malformed_word_lists_name_the_entry(words):
+    from megatron_spirit.data.alignments import parse_word_list
+
+    with pytest.raises(AlignmentError, match=r"m\.json: word entry \d is malformed"):
+        parse_word_list(words, "m.json")
