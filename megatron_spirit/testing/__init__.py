@@ -1,0 +1,1 @@
+"""Helpers for testing the project's code paths on this machine (a local Slurm cluster)."""
