@@ -106,6 +106,9 @@ def read_chunks(
                 raw = f.readline()
                 if not raw:
                     break
+                if pos == 0 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark opens the file
+                    raw = raw[3:]
+                    pos += 3
                 pos += len(raw)
                 lines.append(raw.rstrip(b"\r\n"))
                 size += len(raw)

@@ -298,3 +298,11 @@ def test_asr_transcript_from_inline_words(tmp_path, corpus, tok_dir):
     assert s["documents"] == 1 and s["rejects_by_reason"] == {"empty_text": 1}
     (doc,) = read_back(str(tmp_path / "asr"), SpiritTokenizer(tok_dir))
     assert doc.endswith("[Text]" + " ".join(w["word"].lower().strip(".,!?") for w in rec["words"]))
+
+
+def test_bom_and_crlf_inputs(tmp_path, tok_dir):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"text": "One."}\r\n{"text": "Two."}\r\n{"text": "Three."}')
+    s = build_dataset([str(path)], str(tmp_path / "t"), tok_dir, SequenceConfig("text"), progress=False)
+    assert s["rejected"] == 0
+    assert read_back(str(tmp_path / "t"), SpiritTokenizer(tok_dir)) == ["[Text]One.", "[Text]Two.", "[Text]Three."]
