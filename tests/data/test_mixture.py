@@ -118,8 +118,16 @@ def test_yaml_blend_and_cache_under_torch_distributed(built, tmp_path):
         torch.distributed.destroy_process_group()
 
 
-def test_empty_split_is_an_error_not_a_hang(built):
+def test_empty_split_is_an_error_not_a_hang(built, tmp_path):
     d, tok = built
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": ""}\n')
+    s = build_dataset([str(bad)], str(tmp_path / "empty"), tok, SequenceConfig("text"), progress=False)
+    assert s["documents"] == 0  # a complete, empty dataset
+    per_split = {"format": "megatron_spirit.blend/1",
+                 "blend_per_split": {"train": [[1.0, str(d / "speech")]], "valid": [[1.0, str(tmp_path / "empty")]]}}
+    with pytest.raises(ValueError, match=r"empty \(valid split\) has 0 documents"):
+        build_gpt_datasets(per_split, tok, 32, [10, 0, 0])
     blend = {"format": "megatron_spirit.blend/1", "split": "999,1,0", "blend": [[1.0, str(d / "speech")]]}
     with pytest.raises(ValueError, match=r"valid split .* gets 0 of its 40 documents"):
         build_gpt_datasets(blend, tok, 32, [10, 1, 0])
