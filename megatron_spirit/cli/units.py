@@ -39,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--max-frames", type=int, default=1_000_000, help="frames kept (random subset) for k-means")
     h.add_argument("--niter", type=int, default=50, help="k-means iterations")
     h.add_argument("--batch-seconds", type=float, default=200.0, help="padded audio seconds per model batch")
+    h.add_argument("--from-file", help="no training: import a public quantizer (TWIST/textlesslib joblib or pickle "
+                   "sklearn KMeans, or a .npy of centroids) into --out with this model/layer's metadata; "
+                   "--manifest is then not read")
 
     s = sub.add_parser("train-style", formatter_class=_FMT,
                        help="encoder features pooled over 1 s windows → k-means (100 units)",
@@ -110,7 +113,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    if args.cmd == "train-hubert-kmeans":
+    if args.cmd == "train-hubert-kmeans" and args.from_file:
+        from ..speech.train import import_kmeans
+
+        q = import_kmeans(args.from_file, args.model, args.out, args.layer)
+        print(f"wrote {args.out}: imported {q.k} centroids of dim {q.dim} from {args.from_file} "
+              f"(layer {q.meta.layer}, {q.meta.rate:g} Hz)")
+    elif args.cmd == "train-hubert-kmeans":
         from ..speech.train import train_hubert_kmeans
 
         q, sample = train_hubert_kmeans(args.manifest, args.model, args.out, args.layer, args.k, args.max_hours,

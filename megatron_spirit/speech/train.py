@@ -93,6 +93,24 @@ def train_hubert_kmeans(manifest: str | Path, model: str | Path, out: str | Path
     return q, sample
 
 
+def import_kmeans(path: str | Path, model: str | Path, out: str | Path, layer: int = 11) -> KMeansQuantizer:
+    """A public quantizer file (TWIST/textlesslib sklearn pickle or .npy) saved in our format with its metadata."""
+    from transformers import HubertConfig
+
+    cfg = HubertConfig.from_pretrained(str(model))
+    q = KMeansQuantizer.load(path)
+    if q.dim != cfg.hidden_size:
+        raise ValueError(f"{path}: centroids of dim {q.dim} do not fit {model} (hidden size {cfg.hidden_size})")
+    if not 0 <= layer <= cfg.num_hidden_layers:
+        raise ValueError(f"{model}: layer {layer} out of range [0, {cfg.num_hidden_layers}]")
+    rate = SAMPLE_RATE / int(np.prod(cfg.conv_stride))
+    meta = KMeansMeta(model=str(Path(model).resolve()), layer=layer, rate=rate, k=q.k, dim=q.dim,
+                      source=str(Path(path).resolve()))
+    imported = KMeansQuantizer(q.centroids, meta)
+    imported.save(out)
+    return imported
+
+
 def train_style(manifest: str | Path, model: str | Path, out: str | Path, layer: int = 6, k: int = 100,
                 window_seconds: float = 1.0, max_hours: float = 10.0, niter: int = 50, seed: int = 0,
                 device: str = "auto", batch_seconds: float = 200.0, progress: bool = True

@@ -91,3 +91,22 @@ def test_unreadable_kmeans_file(tmp_path):
         KMeansQuantizer.load(tmp_path / "junk.bin")
     with pytest.raises(FileNotFoundError):
         KMeansQuantizer.load(tmp_path / "absent")
+
+
+def test_import_public_file_into_our_format(tmp_path, tiny_hubert_dir, fake_sklearn, monkeypatch):
+    import joblib
+
+    from megatron_spirit.cli.units import main
+
+    centers = np.random.default_rng(1).normal(size=(9, 32)).astype(np.float32)
+    joblib.dump(fake_sklearn(centers), tmp_path / "km.bin")
+    for name in ("sklearn", "sklearn.cluster", "sklearn.cluster._kmeans"):
+        monkeypatch.delitem(sys.modules, name)
+    assert main(["train-hubert-kmeans", "--manifest", "unused.jsonl", "--model", str(tiny_hubert_dir),
+                 "--layer", "2", "--from-file", str(tmp_path / "km.bin"), "--out", str(tmp_path / "q")]) == 0
+    q = KMeansQuantizer.load(tmp_path / "q")
+    assert q.meta.layer == 2 and q.meta.rate == 25.0 and q.meta.source.endswith("km.bin")
+    np.testing.assert_array_equal(q.centroids, centers)
+    np.save(tmp_path / "wrong.npy", centers[:, :5])
+    assert main(["train-hubert-kmeans", "--manifest", "x", "--model", str(tiny_hubert_dir),
+                 "--from-file", str(tmp_path / "wrong.npy"), "--out", str(tmp_path / "w")]) == 2

@@ -51,15 +51,18 @@ def test_interpolation_and_features():
 
 
 def _contours(n, rng, length=(200, 600)):
+    """F0 tracks read (acf) from numpy tones with smoothly varying pitch and a few silent gaps."""
     out = []
     for _ in range(n):
-        t = np.arange(rng.integers(*length)) / 200
-        f = 140 * np.exp(0.25 * np.sin(2 * np.pi * rng.uniform(0.3, 1.2) * t + rng.uniform(0, 6)))
-        v = np.ones(len(t), bool)
-        for _ in range(3):
-            s = rng.integers(0, len(t) - 20)
-            v[s: s + rng.integers(5, 20)] = False
-        out.append((np.where(v, f, 0).astype(np.float32), v, f"spk{len(out) % 2}"))
+        frames = int(rng.integers(*length))
+        t = np.arange(frames * 80) / 16000
+        freq = 140 * np.exp(0.25 * np.sin(2 * np.pi * rng.uniform(0.3, 1.2) * t + rng.uniform(0, 6)))
+        wav = tone(freq, len(t) / 16000)
+        for _ in range(2):
+            s = int(rng.integers(0, len(wav) - 4000))
+            wav[s: s + int(rng.integers(800, 3200))] = 0.0
+        f0, v = extract_f0(wav, "acf")
+        out.append((f0, v, f"spk{len(out) % 2}"))
     return PitchData([c[0] for c in out], [c[1] for c in out], [c[2] for c in out])
 
 
