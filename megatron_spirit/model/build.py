@@ -9,6 +9,7 @@ API::
     built.config      # the TransformerConfig
     built.vocab_size  # padded embedding rows
     ddp_chunks = wrap_ddp(built.chunks, parallel_cfg)   # megatron DDP, ready for get_megatron_optimizer
+    attach_schedule_hooks(ddp_chunks, optimizer)        # what megatron's schedules need on the config
 
 ``parallel_state`` must be initialised first (``parallel.runtime.init_model_parallel``). ``vocab_size`` is the
 tokenizer's size; it is padded here the Megatron way (``make_vocab_size_divisible_by × TP``, SPEC §1).

@@ -6,6 +6,10 @@ matrix: far too slow and memory-hungry at sequence 4096. ``SDPAttention`` keeps 
 checks, TP head split, sharded state dict) and only replaces the score/softmax/context computation with
 torch's SDPA, which dispatches to flash / memory-efficient / cuDNN kernels on GPU.
 
+apex: megatron's optimizer factory takes apex's (or Transformer Engine's) fused Adam by itself when importable;
+apex's ``FusedLayerNorm`` in megatron supports LayerNorm only, so the local spec's RMSNorm is torch's (which
+has its own fused CUDA kernel).
+
 ``SequenceParallelRMSNorm`` lets the local spec run with sequence parallelism (megatron's ``WrappedTorchNorm``
 refuses it): torch's RMSNorm with its weight marked ``sequence_parallel`` so that megatron's
 ``finalize_model_grads`` all-reduces its gradient over the TP group.
