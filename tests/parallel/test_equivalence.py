@@ -33,6 +33,7 @@ def test_one_process_sdpa_attention_and_bf16():
     assert specs["core_causal_diff"] <= TOL
     assert specs["core_mask_diff"] <= TOL
     assert specs["core_shape"] == (16, 2, 64)
+    assert specs["core_groups_tested"] == (2, 4)  # GQA and MHA
     bf16 = ref["bf16"]
     for a, b in zip(bf16["losses"], ref["reference"]):
         assert abs(a - b) <= 2e-2, (bf16["losses"], ref["reference"])  # bf16 activations: ~3 significant digits

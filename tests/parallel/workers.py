@@ -209,20 +209,25 @@ def attention_specs(model_name: str):
     out["logits_scale"] = float(logits[1].abs().max())
     out["grad_diff"] = max(float((grads[0][n] - grads[1][n]).abs().max()) for n in grads[0])
 
-    # Bare cores, random q/k/v (GQA shape), causal default mask and an explicit padding-style mask.
-    cfg = transformer_config(mcfg, pcfg)
-    g = torch.Generator().manual_seed(7)
-    s, b, heads, groups, d = 16, 2, cfg.num_attention_heads, cfg.num_query_groups, cfg.kv_channels
-    q = torch.randn(s, b, heads, d, generator=g)
-    k = torch.randn(s, b, groups, d, generator=g)
-    v = torch.randn(s, b, groups, d, generator=g)
-    mask = torch.triu(torch.ones(s, s, dtype=torch.bool), 1) | (torch.rand(s, s, generator=g) < 0.2)
-    mask.fill_diagonal_(False)
-    mask = mask.expand(b, 1, s, s)
-    cores = [cls(cfg, 1, AttnMaskType.causal, "self") for cls in (SDPAttention, DotProductAttention)]
-    out["core_causal_diff"] = float((cores[0](q, k, v, None) - cores[1](q, k, v, None)).abs().max())
-    out["core_mask_diff"] = float((cores[0](q, k, v, mask) - cores[1](q, k, v, mask)).abs().max())
-    out["core_shape"] = tuple(cores[0](q, k, v, None).shape)
+    # Bare cores, random q/k/v, GQA (the model's 2 groups) and MHA, causal default mask and an explicit mask.
+    out["core_causal_diff"] = out["core_mask_diff"] = 0.0
+    for groups in (mcfg.query_groups, mcfg.num_attention_heads):
+        cfg = transformer_config(get_model_config(model_name, num_query_groups=groups), pcfg)
+        g = torch.Generator().manual_seed(7)
+        s, b, heads, d = 16, 2, cfg.num_attention_heads, cfg.kv_channels
+        q = torch.randn(s, b, heads, d, generator=g)
+        k = torch.randn(s, b, groups, d, generator=g)
+        v = torch.randn(s, b, groups, d, generator=g)
+        mask = torch.triu(torch.ones(s, s, dtype=torch.bool), 1) | (torch.rand(s, s, generator=g) < 0.2)
+        mask.fill_diagonal_(False)
+        mask = mask.expand(b, 1, s, s)
+        cores = [cls(cfg, 1, AttnMaskType.causal, "self") for cls in (SDPAttention, DotProductAttention)]
+        causal = float((cores[0](q, k, v, None) - cores[1](q, k, v, None)).abs().max())
+        masked = float((cores[0](q, k, v, mask) - cores[1](q, k, v, mask)).abs().max())
+        out["core_causal_diff"] = max(out["core_causal_diff"], causal)
+        out["core_mask_diff"] = max(out["core_mask_diff"], masked)
+        out["core_shape"] = tuple(cores[0](q, k, v, None).shape)
+    out["core_groups_tested"] = (mcfg.query_groups, mcfg.num_attention_heads)
     return out
 
 
