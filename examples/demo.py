@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,7 +72,175 @@ def tokenizer(folder: Path, ctx: dict) -> dict:
     }
 
 
-STAGES = [text_corpus, tokenizer]
+def cli(module: str, *args, log: Path | None = None) -> str:
+    """Run one of the project's commands as users do, in this process (``megatron_spirit.cli.X.main``) to skip
+    a fresh interpreter's import time; the distributed trainer runs under torchrun instead. Fails loudly."""
+    import contextlib
+    import importlib
+    import io
+
+    if module == "torch.distributed.run":
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", TOKENIZERS_PARALLELISM="false")
+        r = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env)
+        code, text = r.returncode, r.stdout + r.stderr
+    else:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            try:
+                code = importlib.import_module(module).main(list(args))
+            except SystemExit as e:  # argparse errors
+                code = e.code
+        text = buf.getvalue()
+    if log is not None:
+        log.write_text(text)
+    if code:
+        raise SystemExit(f"demo: `{module} {' '.join(args)}` failed ({code}):\n{text[-4000:]}")
+    return text
+
+
+@stage("03_speech_corpus")
+def speech_corpus(folder: Path, ctx: dict) -> dict:
+    cli("megatron_spirit.cli.units", "synth-corpus", "--out", str(folder), "--sentences", "48", "--seed", "5")
+    manifest = folder / "manifest.jsonl"
+    n = sum(1 for _ in open(manifest))
+    return {"speech_manifest": str(manifest), "utterances": n,
+            "note": "espeak-ng voices; word times from the synthesiser's phoneme events"}
+
+
+@stage("04_units")
+def units(folder: Path, ctx: dict) -> dict:
+    from megatron_spirit.speech.hubert import save_random_hubert, tiny_hubert_config
+
+    hubert = save_random_hubert(tiny_hubert_config(), folder / "hubert_tiny_random")
+    m, h = ctx["speech_manifest"], str(hubert)
+    u = "megatron_spirit.cli.units"
+    cli(u, "train-hubert-kmeans", "--manifest", m, "--model", h, "--layer", "2", "--k", "50", "--niter", "10",
+        "--out", str(folder / "hubert_kmeans"), "--device", "cpu")
+    cli(u, "train-style", "--manifest", m, "--model", h, "--layer", "1", "--k", "8", "--niter", "10",
+        "--out", str(folder / "style_kmeans"), "--device", "cpu")
+    cli(u, "train-pitch", "--manifest", m, "--method", "acf", "--steps", "150", "--batch-size", "8",
+        "--channels", "16", "--code-dim", "8", "--segment", "128", "--heldout", "4",
+        "--out", str(folder / "pitch_vqvae"), "--device", "cpu")
+    cli(u, "extract", "--manifest", m, "--out", str(folder / "units"), "--hubert-model", h,
+        "--kmeans", str(folder / "hubert_kmeans"), "--pitch", str(folder / "pitch_vqvae"),
+        "--style", str(folder / "style_kmeans"), "--flavor", "expressive", "--device", "cpu")
+    units_manifest = next((folder / "units").glob("units-*.jsonl"))
+    first = json.loads(units_manifest.open().readline())
+    from megatron_spirit.speech.manifest import UnitsRecord
+
+    rec = UnitsRecord.from_json(first)
+    return {"hubert_model": h, "units_manifest": str(units_manifest),
+            "example": f"{rec.id}: {rec.merged('expressive').string()[:160]}..."}
+
+
+@stage("05_datasets")
+def datasets(folder: Path, ctx: dict) -> dict:
+    tok = ctx["tokenizer"]
+    d = "megatron_spirit.cli.data"
+    common = ["--tokenizer", tok, "--no-progress"]
+    cli(d, "build", "--kind", "text", "--input", ctx["text_corpus"], "--out", str(folder / "text"), *common)
+    cli(d, "build", "--kind", "speech", "--input", ctx["units_manifest"], "--out", str(folder / "speech"), *common)
+    cli(d, "build", "--kind", "interleaved", "--input", ctx["units_manifest"], "--out", str(folder / "interleaved"),
+        "--variants", "2", "--text-span", "2,5", "--speech-span", "2,4", *common)
+    blend = folder / "blend.json"
+    report = cli(d, "mixture", "--speech", str(folder / "speech"), "--interleaved", str(folder / "interleaved"),
+                 "--text", str(folder / "text"), "--steps", str(TRAIN_STEPS), "--seq-length", str(SEQ),
+                 "--global-batch", str(GLOBAL_BATCH), "--split", "98,2,0", "--out", str(blend))
+    cli(d, "stats", str(folder / "text"), str(folder / "speech"), str(folder / "interleaved_v0"),
+        "--tokenizer", tok, "--out", str(folder / "stats"))
+    pngs = sorted(str(p) for p in (folder / "stats").parent.glob("stats*.png")) or sorted(
+        str(p) for p in folder.rglob("*.png"))
+    return {"blend": str(blend), "mixture": report.strip().splitlines()[-4:], "stats_plot": pngs[0] if pngs else None}
+
+
+@stage("06_base_model")
+def base_model(folder: Path, ctx: dict) -> dict:
+    """A tiny random LLaMA in Hugging Face format stands in for LLaMA-2 7B, then goes through the real converter."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from megatron_spirit.model.config import get_model_config
+    from megatron_spirit.tokenizer.tokenizer import SpiritTokenizer
+
+    mc = get_model_config(MODEL)
+    base_size = SpiritTokenizer(ctx["tokenizer"]).vocab.base_size
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(
+        vocab_size=base_size, hidden_size=mc.hidden_size, intermediate_size=mc.ffn_hidden_size,
+        num_hidden_layers=mc.num_layers, num_attention_heads=mc.num_attention_heads,
+        num_key_value_heads=mc.query_groups, max_position_embeddings=SEQ, rms_norm_eps=mc.norm_eps,
+        rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2))
+    hf.save_pretrained(folder / "hf_llama_tiny")
+    cli("megatron_spirit.cli.convert", "hf-to-megatron", "--hf", str(folder / "hf_llama_tiny"), "--tokenizer",
+        ctx["tokenizer"], "--out", str(folder / "megatron"), "--tp", "2", "--rope-base", "100000", "--no-progress")
+    return {"hf_base": str(folder / "hf_llama_tiny"), "megatron_base": str(folder / "megatron")}
+
+
+@stage("07_train")
+def train(folder: Path, ctx: dict) -> dict:
+    cfg = {
+        "model": {"name": MODEL, "seq_length": SEQ, "rope_base": 100000.0},
+        "parallel": {"tp": 2, "pp": 1},
+        "precision": "fp32",
+        "data": {"tokenizer": ctx["tokenizer"], "blend": ctx["blend"]},
+        "optimizer": {"lr": 3.0e-3, "min_lr": 3.0e-3},
+        "schedule": {"train_steps": TRAIN_STEPS, "global_batch_size": GLOBAL_BATCH, "micro_batch_size": 4},
+        "checkpoint": {"dir": str(folder / "ckpt"), "finetune_from": ctx["megatron_base"], "save_interval": 100,
+                       "keep_last": 2},
+        "logging": {"dir": str(folder / "logs"), "log_interval": 25},
+    }
+    import yaml
+
+    (folder / "train.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = cli("torch.distributed.run", "--nproc-per-node", "2", "-m", "megatron_spirit.cli.train",
+              str(folder / "train.yaml"), log=folder / "train.log")
+    steps = [line.split("]:", 1)[-1].strip() for line in out.splitlines() if "step " in line and "| loss" in line]
+    print("\n".join("    " + line for line in steps))
+    return {"checkpoints": str(folder / "ckpt"), "loss_curve": str(folder / "logs" / "loss_curve.png"),
+            "first": steps[0] if steps else None, "last": steps[-1] if steps else None}
+
+
+@stage("08_export")
+def export(folder: Path, ctx: dict) -> dict:
+    out = folder / "hf"
+    cli("megatron_spirit.cli.convert", "megatron-to-hf", "--ckpt", ctx["checkpoints"], "--out", str(out),
+        "--no-progress")
+    return {"hf_model": str(out)}
+
+
+@stage("09_generate")
+def generate(folder: Path, ctx: dict) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from megatron_spirit.evaluation.generate import generate as gen
+    from megatron_spirit.speech.manifest import UnitsRecord
+    from megatron_spirit.tokenizer.tokenizer import SpiritTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(ctx["hf_model"]).eval()
+    hf_tok = AutoTokenizer.from_pretrained(ctx["hf_model"])
+    vocab = SpiritTokenizer(ctx["tokenizer"]).vocab
+    rec = UnitsRecord.from_json(open(ctx["units_manifest"]).readline())
+    speech_prompt = "[Speech]" + rec.merged("expressive").string()[:200].rsplit("[", 1)[0]
+    text_prompt = "[Text]the old man found"
+    speech = gen(model, hf_tok, vocab, speech_prompt, "speech", max_new_tokens=30)
+    text = gen(model, hf_tok, vocab, text_prompt, "text", max_new_tokens=20)
+    (folder / "samples.json").write_text(json.dumps({"speech_prompt": speech_prompt, "speech": speech,
+                                                     "text_prompt": text_prompt, "text": text}, indent=1))
+    return {"speech_prompt": speech_prompt[:80] + "...", "speech_continuation": speech[:160],
+            "text_prompt": text_prompt, "text_continuation": text}
+
+
+@stage("10_report")
+def report(folder: Path, ctx: dict) -> dict:
+    return {"data statistics plot": ctx.get("stats_plot"), "loss curve": ctx.get("loss_curve"),
+            "exported model": ctx.get("hf_model"), "training": f"{ctx.get('first')}  →  {ctx.get('last')}"}
+
+
+MODEL = "tiny"
+SEQ = 128
+GLOBAL_BATCH = 8
+TRAIN_STEPS = 200
+STAGES = [text_corpus, tokenizer, speech_corpus, units, datasets, base_model, train, export, generate, report]
 
 
 def main(argv=None) -> int:
