@@ -38,7 +38,8 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--k", type=int, default=500, help="clusters")
     h.add_argument("--max-frames", type=int, default=1_000_000, help="frames kept (random subset) for k-means")
     h.add_argument("--niter", type=int, default=50, help="k-means iterations")
-    h.add_argument("--batch-seconds", type=float, default=200.0, help="padded audio seconds per model batch")
+    h.add_argument("--batch-seconds", type=float, default=None,
+                   help="padded audio seconds per model batch (default: 200 on GPU, one file at a time on CPU)")
     h.add_argument("--from-file", help="no training: import a public quantizer (TWIST/textlesslib joblib or pickle "
                    "sklearn KMeans, or a .npy of centroids) into --out with this model/layer's metadata; "
                    "--manifest is then not read")
@@ -53,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--k", type=int, default=100, help="style units")
     s.add_argument("--window", type=float, default=1.0, help="pooling window in seconds (1 Hz units)")
     s.add_argument("--niter", type=int, default=50, help="k-means iterations")
-    s.add_argument("--batch-seconds", type=float, default=200.0, help="padded audio seconds per model batch")
+    s.add_argument("--batch-seconds", type=float, default=None,
+                   help="padded audio seconds per model batch (default: 200 on GPU, one file at a time on CPU)")
 
     t = sub.add_parser("train-pitch", formatter_class=_FMT,
                        help="F0 (pYAAPT or fast ACF) → VQ-VAE with a 64-code EMA codebook at 12.5 Hz",
