@@ -103,14 +103,26 @@ def _yaapt(wav: np.ndarray, hop: int, f0_min: float, f0_max: float) -> np.ndarra
     return p.samp_values
 
 
-def _acf(wav: np.ndarray, hop: int, f0_min: float, f0_max: float, threshold: float = 0.6) -> np.ndarray:
-    """Normalised autocorrelation per frame (FFT, all frames at once); first lag near the best peak wins."""
+def _acf(wav: np.ndarray, hop: int, f0_min: float, f0_max: float, threshold: float = 0.6,
+         block: int = 4000) -> np.ndarray:
+    """Normalised autocorrelation per frame (FFT, ``block`` frames at a time to bound memory on long files)."""
     max_lag = int(math.ceil(SAMPLE_RATE / f0_min))
-    min_lag = max(2, int(SAMPLE_RATE / f0_max))
     win = 2 * max_lag
     n = len(wav) // hop
     x = np.pad(wav.astype(np.float32), (win // 2, win // 2 + hop))
-    idx = np.arange(n)[:, None] * hop + np.arange(win)[None, :]
+    floor = 1e-3 * max(1e-9, float(np.abs(wav).max())) + 1e-5
+    return np.concatenate([_acf_frames(x, np.arange(a, min(n, a + block)), hop, f0_min, f0_max, threshold, floor)
+                           for a in range(0, n, block)]) if n else np.zeros(0)
+
+
+def _acf_frames(x: np.ndarray, which: np.ndarray, hop: int, f0_min: float, f0_max: float, threshold: float,
+                floor: float) -> np.ndarray:
+    """F0 of frames ``which`` of the padded signal ``x``; the first lag near the best peak wins."""
+    max_lag = int(math.ceil(SAMPLE_RATE / f0_min))
+    min_lag = max(2, int(SAMPLE_RATE / f0_max))
+    win = 2 * max_lag
+    n = len(which)
+    idx = which[:, None] * hop + np.arange(win)[None, :]
     frames = x[idx]
     frames = frames - frames.mean(1, keepdims=True)
     spec = np.fft.rfft(frames, 2 * win, axis=1)
@@ -141,7 +153,7 @@ def _acf(wav: np.ndarray, hop: int, f0_min: float, f0_max: float, threshold: flo
     shift = np.where(np.abs(den) > 1e-9, 0.5 * (a - c) / np.where(np.abs(den) > 1e-9, den, 1), 0.0)
     period = i + min_lag + np.clip(shift, -1, 1)
     rms = np.sqrt(total[:, 0] / win)
-    voiced = (best > threshold) & (rms > 1e-3 * max(1e-9, float(np.abs(wav).max())) + 1e-5)
+    voiced = (best > threshold) & (rms > floor)
     return np.where(voiced, SAMPLE_RATE / period, 0.0)
 
 
