@@ -31,7 +31,7 @@ def test_acf_follows_a_glide_and_marks_silence_unvoiced():
     # Long files are tracked in blocks of frames (bounded memory): the result does not depend on the block size.
     from megatron_spirit.speech.pitch import _acf
 
-    assert np.array_equal(_acf(wav, 80, 50.0, 500.0, block=37), f0)
+    assert np.array_equal(_acf(wav, 80, 50.0, 500.0, block=37).astype(np.float32), f0)
 
 
 def test_yaapt_runs_with_the_right_frame_count():
