@@ -151,7 +151,7 @@ def memory(model: ModelConfig, vocab: int, seq: int, micro_batch: int, num_micro
 
 
 def step_flops(model: ModelConfig, vocab: int, seq: int, global_batch: int, recompute: Optional[str]) -> float:
-    from ..training.metrics import flops_per_token
+    from .flops import flops_per_token
 
     per_token = flops_per_token(
         model.num_layers, model.hidden_size, model.ffn_hidden_size, model.num_attention_heads,

@@ -47,16 +47,15 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
         from megatron.core import parallel_state
-        from megatron.core.distributed import finalize_model_grads
         from megatron.core.optimizer import OptimizerConfig as MOptimizerConfig
         from megatron.core.optimizer import get_megatron_optimizer
         from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-        from ..model.build import build_model, wrap_ddp
+        from ..model.build import attach_schedule_hooks, build_model, wrap_ddp
         from ..parallel.runtime import init_distributed, init_model_parallel
         from ..tokenizer.tokenizer import SpiritTokenizer
         from .data import TrainData
-        from .metrics import flops_per_token
+        from ..model.flops import flops_per_token
 
         cfg = self.cfg
         self.env = init_distributed()
@@ -72,17 +71,7 @@ class Trainer:
         self.spec = built.spec
         self.vocab_size = built.vocab_size
         self.model = wrap_ddp(built.chunks, cfg.parallel)
-        tcfg = built.config
-        tcfg.finalize_model_grads_func = finalize_model_grads
-        if len(self.model) == 1:
-            tcfg.no_sync_func = self.model[0].no_sync
-        else:
-            tcfg.no_sync_func = [m.no_sync for m in self.model]
-        if cfg.parallel.overlap_param_gather:
-            tcfg.param_sync_func = [m.start_param_sync for m in self.model]
-            if len(self.model) == 1:
-                tcfg.param_sync_func = tcfg.param_sync_func[0]
-        self.tcfg = tcfg
+        self.tcfg = built.config
         o = cfg.optimizer
         self.optimizer = get_megatron_optimizer(
             MOptimizerConfig(
@@ -94,6 +83,7 @@ class Trainer:
             ),
             self.model,
         )
+        attach_schedule_hooks(self.model, self.optimizer)
         s = cfg.schedule
         decay = s.decay_steps or max(1, s.train_steps - s.warmup_steps)
         style = s.lr_schedule
@@ -292,6 +282,10 @@ class Trainer:
 
     def save(self) -> Path:
         from . import checkpoint
+
+        if self.cfg.parallel.overlap_param_gather:
+            for m in self.model:  # the all-gather of updated params is otherwise deferred to the next forward
+                m.start_param_sync(force_sync=True)
 
         path = checkpoint.save(
             self.ckpt, self.step, self.model, self.optimizer, self.scheduler,

@@ -105,10 +105,11 @@ def test_resume_at_another_layout(setup, reference):
 def test_distributed_optimizer_resume_same_and_other_layout(setup):
     root, cfg = setup
     base = root / "distopt"
+    overlap = ["parallel.overlap_grad_reduce=true", "parallel.overlap_param_gather=true"]
     run_train(2, _args(cfg, base, "parallel.distributed_optimizer=true", "schedule.train_steps=12",
-                       "checkpoint.save_interval=6"), base)
+                       "checkpoint.save_interval=6", *overlap), base)
     ref = losses(base / "logs" / "metrics.jsonl")
-    for name, layout in (("same", []), ("pp2", ["parallel.pp=2"])):
+    for name, layout in (("same", overlap), ("pp2", ["parallel.pp=2"])):
         run = root / f"distopt_{name}"
         (run / "ckpt").mkdir(parents=True)
         shutil.copytree(base / "ckpt" / "iter_0000006", run / "ckpt" / "iter_0000006")
