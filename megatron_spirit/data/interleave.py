@@ -42,17 +42,27 @@ class SpanConfig:
 
 def record_rng(seed: int, variant: int, record_id: str) -> np.random.Generator:
     """The generator of one utterance in one variant: independent of sharding and worker count."""
-    return np.random.default_rng([seed, variant, zlib.crc32(record_id.encode("utf-8"))])
+    key = ((seed & 0xFFFFFFFF) << 64) | ((variant & 0xFFFFFFFF) << 32) | zlib.crc32(record_id.encode("utf-8"))
+    return np.random.Generator(np.random.PCG64(key))
 
 
 def sample_spans(n_words: int, rng: np.random.Generator, cfg: SpanConfig = SpanConfig()) -> list[tuple[int, int, int]]:
-    """``(modality, first word, end word)`` spans covering ``range(n_words)``, alternating modality."""
-    spans = []
+    """``(modality, first word, end word)`` spans covering ``range(n_words)``, alternating modality.
+
+    Lengths are drawn up front, one vector per modality (enough for any utterance of ``n_words``), so a record
+    costs three generator calls whatever its length.
+    """
     modality = int(rng.integers(2))
-    pos = 0
+    most = n_words // min(cfg.text_min, cfg.speech_min) + 2
+    lengths = {
+        TEXT: rng.integers(cfg.text_min, cfg.text_max + 1, size=most).tolist(),
+        SPEECH: rng.integers(cfg.speech_min, cfg.speech_max + 1, size=most).tolist(),
+    }
+    spans = []
+    pos, k = 0, [0, 0]
     while pos < n_words:
-        lo, hi = (cfg.text_min, cfg.text_max) if modality == TEXT else (cfg.speech_min, cfg.speech_max)
-        end = min(n_words, pos + int(rng.integers(lo, hi + 1)))
+        end = min(n_words, pos + lengths[modality][k[modality]])
+        k[modality] += 1
         spans.append((modality, pos, end))
         pos, modality = end, 1 - modality
     return spans
