@@ -58,7 +58,8 @@ class HubertFeaturizer:
     """Hidden states of chosen transformer layers (1-based as in fairseq/HF ``hidden_states``; 0 = input)."""
 
     def __init__(self, model_dir: str | Path, layers: Sequence[int] = (11,), device: str = "auto",
-                 max_chunk_seconds: float = MAX_CHUNK_SECONDS, bf16: bool | None = None):
+                 max_chunk_seconds: float = MAX_CHUNK_SECONDS, bf16: bool | None = None,
+                 max_batch_seconds: float = 2 * MAX_CHUNK_SECONDS):
         from transformers import HubertModel
 
         model_dir = Path(model_dir)
@@ -79,6 +80,8 @@ class HubertFeaturizer:
         self.bf16 = (self.device.type == "cuda") if bf16 is None else bf16
         hop = self.geometry.hop
         self.chunk_samples = max(hop, int(max_chunk_seconds * SAMPLE_RATE) // hop * hop)
+        #: Padded samples one model call may hold (at least one chunk): callers' batches are split to fit.
+        self.max_batch_samples = max(self.chunk_samples, int(max_batch_seconds * SAMPLE_RATE))
 
     @property
     def rate(self) -> float:
@@ -91,8 +94,8 @@ class HubertFeaturizer:
     def __call__(self, wavs: Sequence[np.ndarray]) -> list[dict[int, np.ndarray]]:
         """For each waveform (16 kHz float32) a dict layer → (frames, hidden) float32 array.
 
-        All chunks of all waveforms go through the model as one padded batch sorted by length; callers bound
-        the batch by total audio seconds.
+        The chunks of all waveforms go through the model in padded batches sorted by length, each at most
+        ``max_batch_seconds`` of padded audio (callers also bound what they pass by total audio seconds).
         """
         g = self.geometry
         pieces: list[tuple[int, np.ndarray]] = []
@@ -105,8 +108,14 @@ class HubertFeaturizer:
                     pieces.append((wi, wav[a:b]))
         outs: list[list[dict[int, np.ndarray]]] = [[] for _ in wavs]
         order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i][1]))
-        feats = self._batch([pieces[i][1] for i in order]) if pieces else []
-        by_piece = dict(zip(order, feats))
+        by_piece: dict[int, dict[int, np.ndarray]] = {}
+        group: list[int] = []
+        for i in order + [-1]:  # the chunks of one long file never go through the model all at once
+            if group and (i < 0 or len(pieces[group[0]][1]) * (len(group) + 1) > self.max_batch_samples):
+                by_piece.update(zip(group, self._batch([pieces[j][1] for j in group])))
+                group = []
+            if i >= 0:
+                group.append(i)
         for i, (wi, _) in enumerate(pieces):
             outs[wi].append(by_piece[i])
         empty = np.zeros((0, self.hidden_size), np.float32)

@@ -79,3 +79,17 @@ def test_chunking_keeps_frame_count_and_timing(tiny_hubert_dir):
         w = _wavs([n], seed=n)[0]
         a, b = chunked([w])[0][2], whole([w])[0][2]
         assert a.shape == b.shape == (whole.num_frames(n), 32)
+
+
+def test_model_calls_are_bounded(tiny_hubert_dir):
+    """A long file's chunks, or a big batch, are split into model calls of bounded padded size: same features."""
+    small = HubertFeaturizer(tiny_hubert_dir, layers=(2,), device="cpu", max_chunk_seconds=0.4, max_batch_seconds=0.8)
+    calls = []
+    inner = small._batch
+    small._batch = lambda wavs: calls.append(sum(map(len, wavs))) or inner(wavs)
+    big = HubertFeaturizer(tiny_hubert_dir, layers=(2,), device="cpu", max_chunk_seconds=0.4)
+    wavs = _wavs([40000, 7000, 3000], seed=5)
+    a, b = small(wavs), big(wavs)
+    assert len(calls) > 2 and max(calls) <= 0.8 * 16000
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x[2], y[2], atol=1e-4)
