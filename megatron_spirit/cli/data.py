@@ -116,8 +116,9 @@ def _build(args) -> int:
         print(f"{args.out}: already complete, skipped (--overwrite to rebuild)")
         return 0
     print(f"wrote {', '.join(s['prefixes'])}: {s['documents']} documents, {s['tokens']} tokens "
-          f"({s['text_tokens']} text, {s['speech_tokens']} speech), {s['rejected']} rejected "
-          f"{s['rejects_by_reason'] or ''}, {s['tokens_per_s'] / 1e6:.2f}M tokens/s")
+          f"({s['text_tokens']} text, {s['speech_tokens']} speech), {s['rejected']} rejected"
+          f"{' ' + str(s['rejects_by_reason']) if s['rejected'] else ''} (see {s['rejects_file']}), "
+          f"{s['tokens_per_s'] / 1e6:.2f}M tokens/s")
     return 0
 
 
