@@ -5,8 +5,9 @@ voiced flag. Normalisation: ``none`` (log F0), ``utterance`` (z-score over the u
 paper's choice) or ``speaker`` (z-score with per-speaker statistics from the training files; unknown speakers
 fall back to the utterance's own statistics).
 
-F0 extractors: ``yaapt`` (pYAAPT from amfm_decompy, as in the paper: slow, ~real time on one core) and ``acf``
-(a vectorised normalised-autocorrelation tracker in numpy, ~100× faster, less robust on real speech).
+F0 extractors: ``yaapt`` (pYAAPT from amfm_decompy, as in the paper: ~5× real time per CPU core on espeak
+speech) and ``acf`` (a vectorised normalised-autocorrelation tracker in numpy: ~170× real time per core, i.e.
+~30× faster; less robust on real speech). During extraction F0 runs in the audio-reading threads.
 
 Timing: a file of ``n`` samples has ``n // 80`` F0 frames; pitch unit ``j`` covers F0 frames
 ``[16 j, 16 j + 16)``, i.e. ``manifest.frame_span(j, 12.5)``; the last unit may cover a partial window.
