@@ -27,7 +27,8 @@ def _plain(obj):
         ({"id": "a", "units": {"hubert": {"rate": 25, "units": INTS, "starts": INTS, "frames": 99}}}, 2),
         ({"id": "a", "units": INTS}, 1),
         ({"id": "a", "text": f"quoted {INTS} list", "units": INTS}, 1),  # a list inside a string stays text
-        ({"id": "a", "t": 'say "hi" ' + str(INTS), "units": INTS}, 0),  # backslashes: plain json
+        ({"id": "a", "t": 'say "hi" ' + str(INTS), "units": INTS}, 0),  # escaped quotes: plain json
+        ({"id": "a", "t": "caf\u00e9\n" + str(INTS), "units": INTS}, 1),  # other escapes are fine
         ({"id": "a", "f": [x + 0.5 for x in INTS], "units": INTS}, 1),  # floats stay floats
         ({"id": "a", "nested": [INTS, INTS]}, 0),  # lists in lists are left to json
         ({"id": "a", "neg": [-x for x in INTS]}, 1),
@@ -54,7 +55,7 @@ def test_random_lines_and_errors():
     rng = random.Random(1)
     for _ in range(200):
         obj = {"id": str(rng.random()), "units": {"hubert": {"units": [rng.randrange(501) for _ in range(rng.randint(0, 60))]}},
-               "text": "".join(rng.choice("ab [],0123\"{}:") for _ in range(rng.randint(0, 80)))}
+               "text": "".join(rng.choice("ab [],0123\"{}:\\é\n") for _ in range(rng.randint(0, 80)))}
         line = json.dumps(obj, separators=(",", ":") if rng.random() < 0.5 else (", ", ": "))
         assert _plain(loads(line)) == json.loads(line)
     for bad in ['{"units": [1,2,3,4,5,6,7,8,9,10,11,12,13,,14,15,16,17,18,19,20]}', '{"units": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20}']:
