@@ -7,8 +7,11 @@ root with Debian's ``slurmctld slurmd slurm-client munge`` packages::
         job = cluster.sbatch(["--nodes=1", "--ntasks-per-node=2", "slurm/pretrain_spiritlm_7b.sbatch", ...])
         cluster.wait(job)
 
-Everything (munge key and socket, slurm.conf, state, spool, logs, job-completion records) lives under the
-folder; the daemons listen on free ports, so several clusters (e.g. one per pytest-xdist worker) can coexist.
+Everything (munge key, slurm.conf, state, spool, logs, job-completion records) lives under the folder, but
+munge's socket (a short /tmp/spirit-munge-* folder munged accepts); the daemons listen on free ports, so several
+clusters (e.g. one per pytest-xdist worker) can coexist. Clients need ``SLURM_CONF``: use ``cluster.env``.
+A requeued job restarts ~10 s later (``cred_expire=10``); forcing ``StartTime=now`` sooner can make slurmd
+refuse the launch ("already killed") and fail the job.
 The node declares the machine's real CPUs and memory (``slurmd -C``) and ``gpus`` fake GPUs (device files that
 are symlinks to /dev/null), so scripts asking for ``--gpus-per-node``/``--gres=gpu`` are accepted as written;
 CPU counts and node counts are overridden on the sbatch command line, as on any other cluster.
@@ -249,10 +252,6 @@ class SlurmCluster:
             time.sleep(0.5)
         raise SlurmError(f"job {job_id} not done in {timeout:.0f} s: {[(i.job_id, i.state) for i in infos]}\n"
                          f"{self.logs()}")
-
-    def start_now(self, job_id: str) -> None:
-        """Let a pending (e.g. just requeued) job start at the next scheduling pass instead of after the delay."""
-        self.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
 
     # ------------------------------------------------------------------------------------------------ stop
     def _marked_pids(self) -> list[int]:
