@@ -8,7 +8,6 @@ Missing Slurm or munge binaries FAIL the tests (CI installs them: Makefile test-
 """
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 

@@ -1,7 +1,7 @@
 """slurm/pretrain_spiritlm_7b.sbatch on a real Slurm at 2 tasks (CPU, gloo, tiny model), unchanged.
 
-Only its resources are overridden on the sbatch command line (one node of 2 tasks with 1 CPU each); the model,
-data and checkpoint folder come from a tiny config plus section.key=value overrides, as a user would give them.
+Only its resources are overridden on the sbatch command line (one node of 2 tasks with 1 CPU each); the model
+comes from configs/tiny_cpu.yaml, data, steps and folders from section.key=value arguments, as a user gives them.
 The second test sends the USR1 that ``--signal=B:USR1@300`` sends before the time limit, and checks the whole
 chain: script → training tasks → checkpoint → exit 3 → ``scontrol requeue`` → the same job resumes there.
 """
@@ -9,40 +9,31 @@ import json
 import re
 
 import pytest
-import yaml
 
 from megatron_spirit.parallel.launch import free_port
 
 from .conftest import SLURM_DIR, job_log
 
 SCRIPT = SLURM_DIR / "pretrain_spiritlm_7b.sbatch"
+CONFIG = SLURM_DIR.parent / "configs" / "tiny_cpu.yaml"
 RESOURCES = ["--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1"]
 
 
 @pytest.fixture(scope="module")
-def tiny_config(slurm_text_dataset, spirit_tokenizer_dir, tmp_path_factory):
-    """configs/tiny_cpu.yaml's shape, on the dataset that build_datasets.sbatch made."""
+def tiny_overrides(slurm_text_dataset, spirit_tokenizer_dir):
+    """configs/tiny_cpu.yaml (the demo's tiny model, TP=2, fp32) on the dataset build_datasets.sbatch made, from
+    random weights (not the demo's converted base model)."""
     prefix = slurm_text_dataset[1]
-    cfg = {
-        "model": {"name": "tiny"},
-        "parallel": {"tp": 2, "pp": 1},
-        "precision": "fp32",
-        "data": {"tokenizer": str(spirit_tokenizer_dir), "prefixes": [str(prefix)], "split": "98,2,0"},
-        "schedule": {"train_steps": 6, "global_batch_size": 8, "micro_batch_size": 2},
-        "optimizer": {"lr": 2.0e-3, "min_lr": 2.0e-3},
-        "checkpoint": {"save_interval": 3},
-        "logging": {"log_interval": 1, "tensorboard": False},
-    }
-    path = tmp_path_factory.mktemp("slurm_cfg") / "tiny_cpu.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return [f"data.tokenizer={spirit_tokenizer_dir}", f"data.prefixes=[{prefix}]", "data.blend=null",
+            "schedule.train_steps=6", "checkpoint.save_interval=3", "logging.log_interval=1",
+            "logging.tensorboard=false", "checkpoint.finetune_from=null"]
 
 
-def _submit(slurm, job_env, run, config, *overrides):
+def _submit(slurm, job_env, run, overrides, *more):
     (run / "logs").mkdir(parents=True)  # the script's --output=logs/%x-%j.out, relative to the submit folder
     env = dict(job_env, MASTER_PORT=str(free_port()))  # job ids restart at 1 per cluster: no derived-port clash
-    args = [*RESOURCES, str(SCRIPT), str(config), f"checkpoint.dir={run}/ckpt", f"logging.dir={run}/tb",
-            *overrides]
+    args = [*RESOURCES, str(SCRIPT), str(CONFIG), *overrides, f"checkpoint.dir={run}/ckpt",
+            f"logging.dir={run}/tb", *more]
     job = slurm.sbatch(args, cwd=run, env=env)
     return job, run / "logs" / f"spiritlm-7b-{job}.out"
 
@@ -54,9 +45,9 @@ def _steps(run) -> list[int]:
     return [json.loads(line)["step"] for line in metrics.read_text().splitlines() if line.strip()]
 
 
-def test_pretraining_job_finishes_with_checkpoints(slurm, job_env, tiny_config, tmp_path):
+def test_pretraining_job_finishes_with_checkpoints(slurm, job_env, tiny_overrides, tmp_path):
     run = tmp_path / "run"
-    job, log = _submit(slurm, job_env, run, tiny_config)
+    job, log = _submit(slurm, job_env, run, tiny_overrides)
     [info] = slurm.wait(job, 300)
     out = job_log(log)
     assert (info.state, info.exit_code, info.restarts) == ("COMPLETED", "0:0", 0), out
@@ -70,10 +61,10 @@ def test_pretraining_job_finishes_with_checkpoints(slurm, job_env, tiny_config, 
     assert (ckpt / "latest").read_text().strip() == "iter_0000006"
 
 
-def test_usr1_checkpoints_requeues_and_resumes(slurm, job_env, tiny_config, tmp_path):
-    steps = 24
+def test_usr1_checkpoints_requeues_and_resumes(slurm, job_env, tiny_overrides, tmp_path):
+    steps = 16
     run = tmp_path / "run"
-    job, log = _submit(slurm, job_env, run, tiny_config, f"schedule.train_steps={steps}",
+    job, log = _submit(slurm, job_env, run, tiny_overrides, f"schedule.train_steps={steps}",
                        "checkpoint.save_interval=0")
     # Wait until training is under way (signal handlers installed), then signal the batch script only, exactly
     # what Slurm does 300 s before the time limit (#SBATCH --signal=B:USR1@300).
