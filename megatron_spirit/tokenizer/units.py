@@ -136,10 +136,9 @@ def merge_units(
     key = np.concatenate([i / r for _, _, i, r in parts]).astype(np.float64)
     order = np.argsort(key, kind="stable")
     # Reported times are true frame starts (``i / native rate``); the 24.99 merge rate only orders tokens.
-    native = {0: HUBERT.rate, 1: HUBERT.rate if aligned else pitch_rate, 2: HUBERT.rate if aligned else style_rate}
+    native = np.array([HUBERT.rate, HUBERT.rate if aligned else pitch_rate, HUBERT.rate if aligned else style_rate])
     frames = np.concatenate([i for _, _, i, _ in parts]).astype(np.float64)
-    rates = np.array([native[c] for c in stream.tolist()], dtype=np.float64)
-    time = frames / rates if len(rates) else frames
+    time = frames / native[stream]
     return MergedUnits(stream[order], unit[order], time[order])
 
 
