@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -327,3 +328,38 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a local cluster until Ctrl-C, to try the sbatch scripts by hand."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m megatron_spirit.testing.slurm_cluster",
+        description="Start a single-node Slurm cluster (munge, slurmctld, slurmd; 8 fake GPUs) in FOLDER as root, "
+        "print the SLURM_CONF to export in another shell, and stop it (cancelling jobs) on Ctrl-C. Needs the "
+        f"Debian packages {' '.join(DEBIAN_PACKAGES)}. Example, in the other shell: sbatch --nodes=1 "
+        "--ntasks-per-node=2 --cpus-per-task=1 slurm/pretrain_spiritlm_7b.sbatch configs/tiny_cpu.yaml ...",
+    )
+    p.add_argument("folder", type=Path, help="state, logs and config go here (reused if it exists)")
+    p.add_argument("--gpus", type=int, default=8, help="fake GPUs the node declares (default 8)")
+    args = p.parse_args(argv)
+    cluster = SlurmCluster(args.folder, gpus=args.gpus)
+    try:
+        cluster.start()
+    except SlurmError as e:
+        cluster.stop()
+        print(f"slurm_cluster: {e}", file=sys.stderr)
+        return 2
+    print(f"cluster up: export SLURM_CONF={cluster.conf}   (logs in {cluster.log_dir}; Ctrl-C stops it)", flush=True)
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # after start(): the daemons keep the default mask
+    try:
+        signal.sigwait(stop_signals)
+    finally:
+        cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

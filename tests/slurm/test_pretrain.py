@@ -62,7 +62,7 @@ def test_pretraining_job_finishes_with_checkpoints(slurm, job_env, tiny_override
 
 
 def test_usr1_checkpoints_requeues_and_resumes(slurm, job_env, tiny_overrides, tmp_path):
-    steps = 16
+    steps = 24
     run = tmp_path / "run"
     job, log = _submit(slurm, job_env, run, tiny_overrides, f"schedule.train_steps={steps}",
                        "checkpoint.save_interval=0")
