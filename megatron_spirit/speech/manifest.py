@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..tokenizer.units import MergedUnits, dedup, merge_units
-from ..tokenizer.vocab import STREAMS, Stream
+from ..tokenizer.units import HUBERT_MERGE_RATE, MergedUnits, dedup, merge_runs
+from ..tokenizer.vocab import HUBERT, STREAMS, Stream
 
 _BY_NAME = {s.name: s for s in STREAMS}
 
@@ -48,6 +48,17 @@ class StreamUnits:
         else:
             units, starts = arr, np.arange(len(arr), dtype=np.int64)
         return cls(units, starts.astype(np.int64), int(len(arr)), float(rate))
+
+    def runs(self, stream: Stream) -> "StreamUnits":
+        """Consecutive equal units joined into one run for a deduplicating stream (input written by other tools
+        may hold repeats; ours never does)."""
+        if not stream.dedup or len(self.units) < 2:
+            return self
+        keep = np.ones(len(self.units), dtype=bool)
+        keep[1:] = self.units[1:] != self.units[:-1]
+        if keep.all():
+            return self
+        return StreamUnits(self.units[keep], self.starts[keep], self.frames, self.rate)
 
     def frame_level(self) -> np.ndarray:
         """The stream with its repeats restored (one unit per frame)."""
@@ -114,12 +125,13 @@ class UnitsRecord:
 
     def merged(self, flavor: str) -> MergedUnits:
         """The token stream of this utterance for a flavor: HuBERT only (base) or the time-merge (expressive)."""
-        hu = self.streams["hubert"]
+        hu = self.streams["hubert"].runs(HUBERT)
         if flavor == "base":
-            return merge_units(hu.frame_level())
+            return merge_runs([(0, hu.units, hu.starts, HUBERT_MERGE_RATE)])
         missing = [s for s in ("pitch", "style") if s not in self.streams]
         if missing:
             raise ValueError(f"record {self.id!r}: expressive flavor needs {' and '.join(missing)} units")
-        pi, st = self.streams["pitch"], self.streams["style"]
-        return merge_units(hu.frame_level(), pi.frame_level(), st.frame_level(),
-                           pitch_rate=pi.rate, style_rate=st.rate)
+        pi, st = self.streams["pitch"].runs(_BY_NAME["pitch"]), self.streams["style"]
+        # Runs straight from the manifest (no expansion to frames): style, pitch, HuBERT as the release orders them.
+        return merge_runs([(2, st.units, st.starts, st.rate), (1, pi.units, pi.starts, pi.rate),
+                           (0, hu.units, hu.starts, HUBERT_MERGE_RATE)], (HUBERT.rate, pi.rate, st.rate))

@@ -131,14 +131,24 @@ def merge_units(
             kept, idx = dedup(as_units(pitch, PITCH))
             parts.append((1, kept, idx, pitch_rate))
         parts.append((0, hu, hu_idx, hubert_rate))
+    native = (HUBERT.rate, HUBERT.rate if aligned else pitch_rate, HUBERT.rate if aligned else style_rate)
+    return merge_runs(parts, native)
+
+
+def merge_runs(parts, native_rates=(HUBERT.rate, PITCH.rate, STYLE.rate)) -> MergedUnits:
+    """The merge itself, on streams already reduced to runs: ``parts`` lists ``(stream code, kept units, frame
+    index of each, merge rate)`` in concatenation order (style, pitch, HuBERT for the release's order).
+
+    Callers holding deduplicated units with their start frames (the units manifest) use this directly and skip
+    expanding runs back to frames. Reported times are true frame starts (``i / native rate`` per stream code);
+    the merge rate (24.99 for HuBERT) only orders tokens.
+    """
     stream = np.concatenate([np.full(len(u), c, dtype=np.int64) for c, u, _, _ in parts])
-    unit = np.concatenate([u for _, u, _, _ in parts]).astype(np.int64)
-    key = np.concatenate([i / r for _, _, i, r in parts]).astype(np.float64)
+    unit = np.concatenate([np.asarray(u, dtype=np.int64) for _, u, _, _ in parts])
+    frames = np.concatenate([np.asarray(i, dtype=np.float64) for _, _, i, _ in parts])
+    key = np.concatenate([np.asarray(i, dtype=np.float64) / r for _, _, i, r in parts])
     order = np.argsort(key, kind="stable")
-    # Reported times are true frame starts (``i / native rate``); the 24.99 merge rate only orders tokens.
-    native = np.array([HUBERT.rate, HUBERT.rate if aligned else pitch_rate, HUBERT.rate if aligned else style_rate])
-    frames = np.concatenate([i for _, _, i, _ in parts]).astype(np.float64)
-    time = frames / native[stream]
+    time = frames / np.asarray(native_rates, dtype=np.float64)[stream]
     return MergedUnits(stream[order], unit[order], time[order])
 
 
