@@ -164,3 +164,25 @@ def test_config_errors_are_clear(setup, override, message):
     r = subprocess.run([sys.executable, "-m", "megatron_spirit.cli.train", str(cfg), override],
                        capture_output=True, text=True, env={**__import__("os").environ, "WORLD_SIZE": "2", "RANK": "0"})
     assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_warmup_cosine_schedule_is_followed(setup):
+    root, cfg = setup
+    run = root / "cosine"
+    run_train(1, _args(cfg, run, "schedule.train_steps=10", "schedule.lr_schedule=cosine", "schedule.warmup_steps=4",
+                       "optimizer.min_lr=1.0e-4", "checkpoint.save_interval=0", "checkpoint.save_on_exit=false"), run)
+    lrs = [json.loads(line)["lr"] for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    # Logged after each step's scheduler update: warm-up to 2e-3 at step 4, then cosine down towards 1e-4.
+    assert lrs[:4] == pytest.approx([5e-4, 1e-3, 1.5e-3, 2e-3])
+    assert all(a > b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] == pytest.approx(1e-4)
+
+
+def test_non_finite_steps_are_skipped_and_counted(setup):
+    root, cfg = setup
+    run = root / "nonfinite"
+    out = run_train(1, _args(cfg, run, "schedule.train_steps=6", "optimizer.lr=1.0e+30", "optimizer.min_lr=1.0e+30",
+                             "optimizer.clip_grad=0.0", "checkpoint.save_interval=0",
+                             "checkpoint.save_on_exit=false"), run)
+    recs = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert "non-finite loss or gradient" in out and "step skipped" in out
+    assert recs[-1]["skipped"] >= 1 and recs[-1]["step"] == 6  # training went on and counted the skips
