@@ -24,7 +24,7 @@ from ..tokenizer.tokenizer import SpiritTokenizer
 from ..tokenizer.vocab import SPECIAL_TOKEN_RE
 from .alignments import Alignment, AlignmentError, AlignmentSource, check_alignment, normalize_text, parse_word_list
 from .jsonl import loads
-from .interleave import SPEECH, TEXT, SpanConfig, interleave, record_rng
+from .interleave import TEXT, SpanConfig, interleave, record_rng
 
 KINDS = ("text", "speech", "interleaved", "asr", "tts")
 #: Span-length histograms are kept up to this many words (longer spans land in the last bin).

@@ -28,7 +28,6 @@ TP confined to one node). These efficiencies are assumptions (stated, configurab
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 

@@ -7,7 +7,7 @@ the same set of samples whatever the layout, and the data position in a checkpoi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import torch
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -168,7 +167,6 @@ class Trainer:
         """One optimizer step. Returns (loss, grad norm, skipped)."""
         from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
         from megatron.core.pipeline_parallel import get_forward_backward_func
-        from megatron.core import parallel_state
 
         for m in self.model:
             m.zero_grad_buffer()
@@ -215,7 +213,6 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- loop
     def train(self) -> TrainResult:
-        from . import checkpoint
         from .metrics import MetricsLog, StepStats, peak_tflops, plot_loss_curve
 
         cfg = self.cfg

@@ -62,7 +62,7 @@ def check_interleaved(decoded: str, record: dict):
     """Words and units in order: word i is [Hu i] in speech spans and its text in text spans."""
     words = record["text"].lower().split()
     words = [re.sub(r"[^\w']", "", w) for w in words]
-    pos, switches = 0, 0
+    pos = 0
     segs = parse_segments(decoded)
     for marker, body in segs:
         if marker == "[Text]":

@@ -8,7 +8,6 @@ full weights with the reference.
 """
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 
