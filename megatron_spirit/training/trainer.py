@@ -235,23 +235,26 @@ class Trainer:
         )
         losses = {}
         exit_code = 0
-        t_last = time.time()
+        t_last = time.time()  # start of the current logging interval (saves and evals excluded)
         steps_since = 0
         while self.step < cfg.schedule.train_steps:
+            t_step = time.time()
             loss, gnorm, skipped = self.train_step()
+            now = time.time()
             self.step += 1
             steps_since += 1
             losses[self.step] = loss
             if skipped:
                 log0(f"step {self.step}: non-finite loss or gradient (loss {loss}, grad norm {gnorm}): step skipped")
+            lr = self.scheduler.get_lr(self.optimizer.param_groups[0])
+            mem = (torch.cuda.max_memory_allocated() if torch.cuda.is_available() else _rss()) / 2**30
+            if metrics:  # every step goes to metrics.jsonl / TensorBoard; the console gets one line per interval
+                metrics.write(StepStats(self.step, loss, lr, float(gnorm), tokens_per_step, now - t_step,
+                                        self.skipped, mem))
             if self.step % cfg.logging.log_interval == 0 or self.step == cfg.schedule.train_steps:
-                now = time.time()
-                mem = (torch.cuda.max_memory_allocated() if torch.cuda.is_available() else _rss()) / 2**30
-                stats = StepStats(self.step, loss, self.scheduler.get_lr(self.optimizer.param_groups[0]),
-                                  float(gnorm), tokens_per_step * steps_since, now - t_last, self.skipped, mem)
+                stats = StepStats(self.step, loss, lr, float(gnorm), tokens_per_step * steps_since, now - t_last,
+                                  self.skipped, mem)
                 log0(stats.line(self.flops_per_token, world, peak))
-                if metrics:
-                    metrics.write(stats)
                 t_last, steps_since = now, 0
             if cfg.schedule.eval_interval and self.step % cfg.schedule.eval_interval == 0:
                 self.evaluate()
@@ -259,6 +262,7 @@ class Trainer:
             stopping = stop.agreed()
             if want_save or stopping:
                 self.save()
+            t_last += time.time() - now  # evaluation, checkpointing and the signal check are not training time
             if stopping:
                 log0(f"signal {stop.received or 'on another rank'}: saved at step {self.step}; exiting with "
                      f"{REQUEUE_EXIT_CODE} so the job is requeued")
