@@ -105,28 +105,9 @@ def run_ranks(
             WORLD_SIZE=str(world_size),
             PYTHONPATH=os.pathsep.join([p for p in sys.path if p] + [base.get("PYTHONPATH", "")]),
         )
-        procs, logs, results = [], [], []
-        for rank in range(world_size):
-            child_env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
-            log = open(Path(tmp) / f"rank{rank}.log", "w+b")
-            result = str(Path(tmp) / f"rank{rank}.pkl")
-            cmd = [sys.executable, "-m", "megatron_spirit.parallel.launch", target, args_file, result]
-            procs.append(subprocess.Popen(cmd, env=child_env, stdout=log, stderr=subprocess.STDOUT))
-            logs.append(log)
-            results.append(result)
-        try:
-            failed = _wait(procs, results, timeout)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-        outputs = []
-        for rank, (log, result) in enumerate(zip(logs, results)):
-            log.seek(0)
-            text = log.read().decode(errors="replace")
-            log.close()
-            outputs.append(text)
+        results = [str(Path(tmp) / f"rank{rank}.pkl") for rank in range(world_size)]
+        cmds = [[sys.executable, "-m", "megatron_spirit.parallel.launch", target, args_file, r] for r in results]
+        procs, outputs, failed = _spawn_and_wait(cmds, base, tmp, results, timeout)
         if failed is not None:
             rank, why = failed
             reports = []
@@ -160,30 +141,37 @@ def run_command(
     base.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", MASTER_ADDR="127.0.0.1",
                 MASTER_PORT=str(free_port()), WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size))
     with tempfile.TemporaryDirectory(prefix="spirit-launch-") as tmp:
-        procs, logs = [], []
-        for rank in range(world_size):
-            log = open(Path(tmp) / f"rank{rank}.log", "w+b")
-            child_env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
-            procs.append(subprocess.Popen(list(command), env=child_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT))
-            logs.append(log)
-        try:
-            failed = _wait(procs, None, timeout)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-        outputs = []
-        for log in logs:
-            log.seek(0)
-            outputs.append(log.read().decode(errors="replace"))
-            log.close()
+        procs, outputs, failed = _spawn_and_wait([list(command)] * world_size, base, tmp, None, timeout, cwd)
     if failed is not None:
         rank, why = failed
         bad = [r for r, p in enumerate(procs) if p.returncode != 0] or [rank]
         text = "\n".join(f"--- rank {r} output (exit {procs[r].returncode}) ---\n{outputs[r][-6000:]}" for r in bad)
         raise RankFailed(f"{' '.join(map(str, command))} failed on rank {rank} of {world_size} ({why})\n{text}")
     return outputs
+
+
+def _spawn_and_wait(cmds: list, base_env: dict, tmp: str, results, timeout: float, cwd: str | None = None):
+    """Start ``cmds[r]`` as rank ``r`` (torchrun-style RANK/LOCAL_RANK), wait for all, kill leftovers; return
+    (processes, each rank's output, the first failure or None)."""
+    procs, logs = [], []
+    for rank, cmd in enumerate(cmds):
+        log = open(Path(tmp) / f"rank{rank}.log", "w+b")
+        child_env = dict(base_env, RANK=str(rank), LOCAL_RANK=str(rank))
+        procs.append(subprocess.Popen(cmd, env=child_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT))
+        logs.append(log)
+    try:
+        failed = _wait(procs, results, timeout)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    outputs = []
+    for log in logs:
+        log.seek(0)
+        outputs.append(log.read().decode(errors="replace"))
+        log.close()
+    return procs, outputs, failed
 
 
 def _wait(procs, results, timeout):
