@@ -1,17 +1,20 @@
-"""Word-level speech–text interleaving (SPEC §3): span sampling and the rule that gives each span its units.
+"""Word-level speech–text interleaving (SPEC §3): span sampling and the rule that gives each span its units,
+both vectorised over a batch of utterances.
 
 Spans alternate modality; text spans hold ``text_min..text_max`` words and speech spans ``speech_min..speech_max``
 words (uniform, inclusive); the first modality is a fair coin. The last span is cut at the utterance's end.
 
-Units to spans — the rule, exact and vectorised: the boundary between word ``i-1`` and word ``i`` is the start
-time of word ``i``. A unit (a deduplicated run, timed at its first frame, as :class:`MergedUnits` gives it) belongs
-to the word whose ``[start_i, start_{i+1})`` holds its time; the first word also owns anything before it, the last
-anything after it. So a word owns its frames plus the pause that follows it, every unit belongs to exactly one
-word and hence one span, and a speech span emits exactly the units of its words: nothing is duplicated or lost at
-a switch (the units of text spans are replaced by their words).
+Units to spans — the rule, exact: the boundary between word ``i-1`` and word ``i`` is the start time of word
+``i``. A unit (a deduplicated run, timed at its first frame) belongs to the word whose ``[start_i, start_{i+1})``
+holds its time; the first word also owns anything before it, the last anything after it. So a word owns its
+frames plus the pause that follows it, every unit belongs to exactly one word and hence one span, and a speech
+span emits exactly the units of its words: nothing is duplicated or lost at a switch (the units of text spans
+are replaced by their words). A speech span whose words own no unit at all (rare) stays text, and neighbouring
+text spans join into one, so a sequence never holds an empty ``[Speech]`` or two ``[Text]`` in a row.
 
-Randomness is one ``numpy`` generator per (seed, variant, utterance id), so the output does not depend on how
-the corpus is sharded or how many workers build it.
+Randomness is counter-based: draw ``j`` of an utterance is a hash of (seed, variant, utterance id, ``j``), so the
+output does not depend on how the corpus is sharded or how many workers build it, and a whole batch is drawn at
+once.
 """
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..tokenizer.units import MergedUnits
+from .ragged import Ragged, offsets_of, ranges
 
 TEXT, SPEECH = 0, 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 @dataclass(frozen=True)
@@ -40,76 +44,108 @@ class SpanConfig:
                 raise ValueError(f"{name} span lengths must satisfy 1 <= min <= max, got {lo}..{hi}")
 
 
-def record_rng(seed: int, variant: int, record_id: str) -> np.random.Generator:
-    """The generator of one utterance in one variant: independent of sharding and worker count."""
-    key = ((seed & 0xFFFFFFFF) << 64) | ((variant & 0xFFFFFFFF) << 32) | zlib.crc32(record_id.encode("utf-8"))
-    return np.random.Generator(np.random.PCG64(key))
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijective 64-bit hash, on arrays (uint64 arithmetic wraps)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
-def sample_spans(n_words: int, rng: np.random.Generator, cfg: SpanConfig = SpanConfig()) -> list[tuple[int, int, int]]:
-    """``(modality, first word, end word)`` spans covering ``range(n_words)``, alternating modality.
+def record_keys(seed: int, variant: int, ids: list[str]) -> np.ndarray:
+    """One 64-bit key per utterance for (seed, variant): what its spans are drawn from."""
+    base = _mix(np.array([((seed & 0xFFFFFFFF) << 32) | (variant & 0xFFFFFFFF)], dtype=np.uint64))
+    crc = np.fromiter((zlib.crc32(i.encode("utf-8")) for i in ids), dtype=np.uint64, count=len(ids))
+    return _mix(base ^ _mix(crc))
 
-    Lengths are drawn up front, one vector per modality (enough for any utterance of ``n_words``), so a record
-    costs three generator calls whatever its length.
+
+@dataclass
+class Spans:
+    """Spans of a batch, in order: utterance, modality, first word and end word (utterance-local)."""
+
+    record: np.ndarray
+    modality: np.ndarray
+    first: np.ndarray
+    end: np.ndarray
+    per_record: np.ndarray  # offsets: spans of utterance r are per_record[r]:per_record[r + 1]
+
+
+def sample_spans(n_words: np.ndarray, keys: np.ndarray, cfg: SpanConfig = SpanConfig()) -> Spans:
+    """Alternating spans covering ``range(n_words[r])`` for each utterance ``r`` (every ``n_words`` >= 1)."""
+    n_words = np.asarray(n_words, dtype=np.int64)
+    keys = np.asarray(keys, dtype=np.uint64)
+    draws = n_words // min(cfg.text_min, cfg.speech_min) + 1  # enough spans for any draw
+    rec = np.repeat(np.arange(len(n_words), dtype=np.int64), draws)
+    j = np.arange(len(rec), dtype=np.int64) - np.repeat(offsets_of(draws)[:-1], draws)
+    first = (_mix(keys ^ _GOLDEN) & np.uint64(1)).astype(np.int64)
+    modality = first[rec] ^ (j & 1)
+    lo = np.where(modality == TEXT, cfg.text_min, cfg.speech_min)
+    width = np.where(modality == TEXT, cfg.text_max - cfg.text_min + 1, cfg.speech_max - cfg.speech_min + 1)
+    with np.errstate(over="ignore"):
+        h = _mix(keys[rec] + (j.astype(np.uint64) + np.uint64(1)) * _GOLDEN)
+    length = lo + (h % width.astype(np.uint64)).astype(np.int64)
+    end = np.cumsum(length)
+    end -= np.repeat(end[offsets_of(draws)[:-1]] - length[offsets_of(draws)[:-1]], draws)  # per-utterance cumsum
+    start = end - length
+    keep = start < n_words[rec]
+    end = np.minimum(end, n_words[rec])
+    rec, modality, start, end = rec[keep], modality[keep], start[keep], end[keep]
+    return Spans(rec, modality, start, end, offsets_of(np.bincount(rec, minlength=len(n_words))))
+
+
+@dataclass
+class Segments:
+    """The interleaved layout of a batch: segments (merged spans) in order, each text or speech.
+
+    ``units``: per segment, indices into the batch's unit arrays (empty for text); ``first``/``end``: words of the
+    segment (utterance-local); ``per_record``: offsets of each utterance's segments.
     """
-    modality = int(rng.integers(2))
-    most = n_words // min(cfg.text_min, cfg.speech_min) + 2
-    lengths = {
-        TEXT: rng.integers(cfg.text_min, cfg.text_max + 1, size=most).tolist(),
-        SPEECH: rng.integers(cfg.speech_min, cfg.speech_max + 1, size=most).tolist(),
-    }
-    spans = []
-    pos, k = 0, [0, 0]
-    while pos < n_words:
-        end = min(n_words, pos + lengths[modality][k[modality]])
-        k[modality] += 1
-        spans.append((modality, pos, end))
-        pos, modality = end, 1 - modality
-    return spans
+
+    record: np.ndarray
+    modality: np.ndarray
+    first: np.ndarray
+    end: np.ndarray
+    units: Ragged
+    per_record: np.ndarray
 
 
-def unit_bounds(word_starts: np.ndarray, unit_times: np.ndarray, spans: list[tuple[int, int, int]]):
-    """Order of units grouped by span, and each span's ``[lo, hi)`` in that order (the rule in the module doc)."""
-    word_of_unit = np.searchsorted(word_starts[1:], unit_times, side="right")
-    span_end_words = np.array([end for _, _, end in spans], dtype=np.int64)
-    span_of_word = np.searchsorted(span_end_words, np.arange(len(word_starts)), side="right")
-    span_of_unit = span_of_word[word_of_unit]
-    order = np.argsort(span_of_unit, kind="stable")  # units are already in time order within a span
-    bounds = np.searchsorted(span_of_unit[order], np.arange(len(spans) + 1), side="left")
-    return order, bounds
+def assign_units(
+    words: Ragged, word_starts: np.ndarray, unit_time: np.ndarray, units_per_record: np.ndarray, spans: Spans
+) -> Segments:
+    """Apply the rule of the module doc to a batch: which units each span emits; then drop empty speech spans and
+    join neighbouring text spans.
 
-
-@dataclass(frozen=True)
-class InterleavedPlan:
-    """One interleaved sequence before tokenisation: spans with their text or their unit ids."""
-
-    spans: list[tuple[int, int, int]]
-    texts: list[str]  # per span; "" for speech spans
-    unit_ids: list[np.ndarray]  # per span; empty for text spans
-
-
-def interleave(
-    words: tuple[str, ...] | list[str],
-    word_starts: np.ndarray,
-    units: MergedUnits,
-    ids: np.ndarray,
-    rng: np.random.Generator,
-    cfg: SpanConfig = SpanConfig(),
-) -> InterleavedPlan:
-    """Cut one aligned utterance into alternating spans; ``ids`` are ``units``' token ids (same order)."""
-    spans = sample_spans(len(words), rng, cfg)
-    order, bounds = unit_bounds(np.asarray(word_starts, dtype=np.float64), units.time, spans)
-    segments: list[list] = []  # [modality, first word, end word, ids]
-    for k, (modality, a, b) in enumerate(spans):
-        seg_ids = ids[order[bounds[k] : bounds[k + 1]]] if modality == SPEECH else ids[:0]
-        if modality == SPEECH and len(seg_ids) == 0:
-            modality = TEXT  # words that own no unit at all (rare): keep them as text, never an empty [Speech]
-        if segments and segments[-1][0] == TEXT and modality == TEXT:
-            segments[-1][2] = b
-        else:
-            segments.append([modality, a, b, seg_ids])
-    return InterleavedPlan(
-        [(m, a, b) for m, a, b, _ in segments],
-        [" ".join(words[a:b]) if m == TEXT else "" for m, a, b, _ in segments],
-        [i for _, _, _, i in segments],
-    )
+    ``unit_time``: the merged unit stream of every utterance, concatenated (``units_per_record`` offsets), in
+    token order. Each utterance must have at least one word.
+    """
+    n_rec = len(words)
+    w_rec = words.row_of_value()
+    u_rec = np.repeat(np.arange(n_rec, dtype=np.int64), np.diff(units_per_record))
+    # Shift each utterance's clock past the previous one's so one searchsorted serves the whole batch.
+    last_w = np.maximum.reduceat(word_starts, words.offsets[:-1]) if len(word_starts) else np.zeros(n_rec)
+    span_u = np.zeros(n_rec)
+    has_u = np.diff(units_per_record) > 0
+    if len(unit_time):
+        span_u[has_u] = np.maximum.reduceat(unit_time, units_per_record[:-1][has_u])
+    width = np.maximum(np.maximum(last_w, span_u), 0.0) + 1.0
+    shift = np.concatenate([[0.0], np.cumsum(width)[:-1]])
+    word_of_unit = np.searchsorted(word_starts + shift[w_rec], unit_time + shift[u_rec], side="right") - 1
+    word_of_unit = np.clip(word_of_unit, words.offsets[u_rec], words.offsets[u_rec + 1] - 1)
+    # Word -> span (global indices: spans tile each utterance's words in order).
+    span_end = words.offsets[spans.record] + spans.end
+    span_of_unit = np.searchsorted(span_end, word_of_unit, side="right")
+    order = np.argsort(span_of_unit, kind="stable")  # token order within a span
+    bounds = np.searchsorted(span_of_unit[order], np.arange(len(span_end) + 1), side="left")
+    count = np.diff(bounds)
+    modality = np.where((spans.modality == SPEECH) & (count == 0), TEXT, spans.modality)
+    # Segments: a speech span alone; runs of text spans of one utterance joined.
+    opens = np.ones(len(modality), dtype=bool)
+    opens[1:] = (modality[1:] == SPEECH) | (modality[:-1] == SPEECH) | (spans.record[1:] != spans.record[:-1])
+    seg_first = np.flatnonzero(opens)
+    seg_last = np.append(seg_first[1:], len(modality)) - 1
+    seg_mod = modality[seg_first]
+    seg_rec = spans.record[seg_first]
+    n_units = np.where(seg_mod == SPEECH, count[seg_first], 0)
+    unit_idx = Ragged(order[ranges(bounds[seg_first], n_units)], offsets_of(n_units))
+    return Segments(seg_rec, seg_mod, spans.first[seg_first], spans.end[seg_last], unit_idx,
+                    offsets_of(np.bincount(seg_rec, minlength=n_rec)))

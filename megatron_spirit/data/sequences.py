@@ -4,27 +4,30 @@ Kinds: ``text`` ``<s>[Text]…</s>`` · ``speech`` ``<s>[Speech][Hu…]…</s>``
 ``<s>[Text]the cat[Speech][Hu3]…[Text]the mat</s>`` · ``asr`` ``<s>[Speech]…[Text]…</s>`` · ``tts``
 ``<s>[Text]…[Speech]…</s>``.
 
-Why chunks: all text of a chunk (documents, spans, transcripts) goes to sentencepiece in ONE batched ``encode``
-call, which is what reaches the tokenizer's own speed; unit ids come from vectorised numpy (no per-token Python);
-each text segment is encoded as a standalone text, exactly as :meth:`SpiritTokenizer.encode` does, so a sequence
-equals ``SpiritTokenizer.encode`` of its string form. A bad record never becomes a silently wrong sequence: it
-becomes a :class:`Reject` with a reason (or an error under ``--strict``, decided by the writer).
+Why chunks: text documents go to sentencepiece in ONE batched ``encode`` call, which is what reaches the
+tokenizer's own speed. Speech kinds work on a :class:`~.batch.RecordBatch` (parsed from JSONL, or read from a
+pack) with vectorised numpy across all its records — the expressive merge, span sampling, the units-to-spans rule
+and the assembly of sequences are a fixed number of array operations per chunk, no Python per record or token —
+and aligned text is encoded a distinct word at a time (:mod:`.word_tokens`). Every sequence equals
+``SpiritTokenizer.encode`` of its string form. A bad record never becomes a silently wrong sequence: it becomes a
+:class:`Reject` with a reason (or an error under ``--strict``, decided by the writer).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
 
 import numpy as np
 
-from ..speech.manifest import UnitsRecord
 from ..tokenizer.tokenizer import SpiritTokenizer
-from ..tokenizer.vocab import SPECIAL_TOKEN_RE
-from .alignments import Alignment, AlignmentError, AlignmentSource, check_alignment, normalize_text, parse_word_list
-from .jsonl import loads
-from .interleave import TEXT, SpanConfig, interleave, record_rng
+from ..tokenizer.units import HUBERT_MERGE_RATE
+from ..tokenizer.vocab import HUBERT, PITCH, STYLE, SPECIAL_TOKEN_RE, SpiritVocab
+from .alignments import AlignmentSource
+from .batch import RecordBatch, RecordError, RecordParser, Reject
+from .interleave import TEXT, SpanConfig, assign_units, record_keys, sample_spans
+from .ragged import Ragged, concat_rows, offsets_of, ranges
+from .word_tokens import WordTokens
 
 KINDS = ("text", "speech", "interleaved", "asr", "tts")
 #: Span-length histograms are kept up to this many words (longer spans land in the last bin).
@@ -51,24 +54,6 @@ class SequenceConfig:
 
 
 @dataclass
-class Reject:
-    id: str | None
-    file: str
-    line: int
-    reason: str
-    detail: str
-
-    def to_json(self) -> dict:
-        return {"id": self.id, "file": self.file, "line": self.line, "reason": self.reason, "detail": self.detail}
-
-
-class RecordError(ValueError):
-    def __init__(self, reason: str, detail: str, rid: str | None = None):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail, self.rid = reason, detail, rid
-
-
-@dataclass
 class ChunkResult:
     """Sequences of one chunk per variant (flat ids + lengths), its rejects and counters."""
 
@@ -80,34 +65,39 @@ class ChunkResult:
     seen_ids: list[str] = field(default_factory=list)
 
 
-def units_record(obj: dict[str, Any], where: str) -> UnitsRecord:
-    """A units-manifest record; also any JSONL whose ``units`` is a plain list/string of frame-level HuBERT units
-    (25 Hz) or a dict of plain per-frame lists per stream."""
-    units = obj.get("units")
-    if units is None:
-        raise RecordError("missing_units", "the record has no 'units'", obj.get("id"))
-    if isinstance(units, str):
-        units = [int(u) for u in units.split()]
-    if isinstance(units, (list, np.ndarray)):
-        obj = dict(obj, units={"hubert": {"rate": 25.0, "units": units}})
-    elif isinstance(units, dict) and any(isinstance(v, (list, str, np.ndarray)) for v in units.values()):
-        from ..tokenizer.vocab import STREAMS
+def merged_units(batch: RecordBatch, vocab: SpiritVocab) -> tuple[Ragged, np.ndarray]:
+    """Every record's unit token ids (HuBERT only, or the expressive time-merge) and each token's start time.
 
-        rates = {s.name: s.rate for s in STREAMS}
-        obj = dict(obj, units={
-            k: ({"rate": rates.get(k, 0.0), "units": [int(u) for u in v.split()] if isinstance(v, str) else v}
-                if isinstance(v, (list, str, np.ndarray)) else v)
-            for k, v in units.items()
-        })
-    try:
-        return UnitsRecord.from_json(obj, where=where)
-    except ValueError as e:
-        reason = "unit_out_of_range" if "out of range" in str(e) else "bad_units"
-        raise RecordError(reason, str(e), obj.get("id")) from e
+    The expressive merge is :func:`~megatron_spirit.tokenizer.units.merge_runs` for all records at once: streams
+    concatenated style, pitch, HuBERT (all records each), each record's clock shifted past the previous record's,
+    one stable sort. Each stream block is already sorted, so the sort is a merge of three runs.
+    """
+    hu = batch.streams["hubert"]
+    if vocab.flavor == "base":
+        ids = hu.units.values.astype(np.int64) + vocab.stream_offset(HUBERT)
+        return Ragged(ids, hu.units.offsets - hu.units.offsets[0]), hu.starts / HUBERT.rate
+    parts = [(STYLE, batch.streams["style"], None), (PITCH, batch.streams["pitch"], None),
+             (HUBERT, hu, HUBERT_MERGE_RATE)]
+    bound = np.ones(len(batch))
+    keys, ids, times, rows = [], [], [], []
+    for stream, col, merge_rate in parts:
+        row = col.units.row_of_value()
+        rate = col.rate if merge_rate is None else np.full(len(batch), merge_rate)
+        keys.append(col.starts / rate[row])
+        bound = np.maximum(bound, col.frames / rate + 1.0)
+        ids.append(col.units.values.astype(np.int64) + vocab.stream_offset(stream))
+        times.append(col.starts / stream.rate)
+        rows.append(row)
+    shift = np.concatenate([[0.0], np.cumsum(bound)[:-1]])
+    key = np.concatenate([k + shift[r] for k, r in zip(keys, rows)])
+    order = np.argsort(key, kind="stable")
+    counts = sum(col.units.lengths for _, col, _ in parts)
+    return Ragged(np.concatenate(ids)[order], offsets_of(counts)), np.concatenate(times)[order]
 
 
 class SequenceBuilder:
-    """Turns chunks of raw JSONL lines into token id sequences. One per process (it holds the tokenizer)."""
+    """Turns chunks of raw JSONL lines (or record batches) into token id sequences. One per process (it holds
+    the tokenizer and the word cache)."""
 
     def __init__(self, tokenizer_dir: str, cfg: SequenceConfig, flavor: str | None = None,
                  alignments: str | None = None, out_dtype=np.int32):
@@ -117,115 +107,118 @@ class SequenceBuilder:
         self.sp = self.tok.sp
         self.out_dtype = out_dtype
         self.alignments = AlignmentSource(alignments) if alignments else None
+        self.parser = RecordParser(alignment=cfg.kind == "interleaved", transcript=cfg.kind in ("asr", "tts"),
+                                   alignments=self.alignments)
+        self.words = WordTokens(self.sp)
         self._track_ids = cfg.kind == "interleaved" and self.alignments is not None and self.alignments.table is not None
         v = self.vocab
-        self.bos = np.array([self.tok.bos_id], dtype=np.int64)
-        self.eos = np.array([self.tok.eos_id], dtype=np.int64)
-        self.bos_text = np.array([self.tok.bos_id, v.text_id], dtype=np.int64)
-        self.bos_speech = np.array([self.tok.bos_id, v.speech_id], dtype=np.int64)
-        self.text_marker = np.array([v.text_id], dtype=np.int64)
-        self.speech_marker = np.array([v.speech_id], dtype=np.int64)
+        self.bos, self.eos = self.tok.bos_id, self.tok.eos_id
+        self.text_id, self.speech_id = v.text_id, v.speech_id
 
-    # Records -> pieces -----------------------------------------------------------------------------------
-    def _speech(self, obj: dict, where: str) -> tuple[UnitsRecord, np.ndarray, Any]:
-        rec = units_record(obj, where)
-        try:
-            merged = rec.merged(self.vocab.flavor)
-        except ValueError as e:
-            raise RecordError("bad_units", str(e), rec.id) from e
-        ids = merged.ids(self.vocab)
-        if len(ids) == 0:
-            raise RecordError("empty_units", "the record has no units", rec.id)
-        if ids.max() >= self.vocab.size or ids.min() < self.vocab.stream_offset(self.vocab.streams[0]):
-            raise RecordError("unit_out_of_range", f"unit ids outside the {self.vocab.flavor} vocabulary", rec.id)
-        return rec, ids, merged
-
-    @staticmethod
-    def _duration(rec: UnitsRecord) -> float:
-        hu = rec.streams["hubert"]
-        return rec.duration if rec.duration > 0 else hu.frames / hu.rate
-
-    def _transcript(self, obj: dict, rid: str) -> str:
-        """The normalised transcript: ``text``, else the words of an inline alignment."""
-        text = obj.get("text")
-        words = normalize_text(text) if isinstance(text, str) else []
-        if not isinstance(text, str) and obj.get("words", obj.get("alignment")) is not None:
-            try:
-                words = list(parse_word_list(obj.get("words", obj.get("alignment")), f"record {rid!r}").words)
-            except AlignmentError as e:
-                raise RecordError(e.reason, str(e).split(": ", 1)[-1], rid) from e
-        if not words:
-            raise RecordError("empty_text", "no transcript 'text' (or only punctuation)", rid)
-        return " ".join(words)
-
-    def _alignment(self, rec: UnitsRecord, obj: dict) -> Alignment:
-        inline = obj.get("words", obj.get("alignment"))
-        try:
-            if inline is not None:
-                al = parse_word_list(inline, f"record {rec.id!r}")
-            else:
-                al = self.alignments.get(rec.id) if self.alignments is not None else None
-                if al is None:
-                    raise RecordError("missing_alignment", "no word alignment for this record", rec.id)
-            text = obj.get("text")
-            check_alignment(al, self._duration(rec), text if isinstance(text, str) else None)
-        except AlignmentError as e:
-            raise RecordError(e.reason, str(e).split(": ", 1)[-1], rec.id) from e
-        return al
-
-    def _pieces(self, obj: dict, where: str, texts: list[str], counts: dict, hist: np.ndarray | None):
-        """Pieces of one record per variant: arrays of ids, or ints indexing ``texts`` (encoded later)."""
-        kind = self.cfg.kind
-        if kind == "text":
-            text = obj.get(self.cfg.json_key)
-            if not isinstance(text, str):
-                raise RecordError("missing_text", f"no string field {self.cfg.json_key!r}", obj.get("id"))
-            if not text.strip():
-                raise RecordError("empty_text", "the text is empty", obj.get("id"))
-            if SPECIAL_TOKEN_RE.search(text):
-                raise RecordError("markup_in_text", "text holds a SpiRit marker or unit token", obj.get("id"))
-            texts.append(text)
-            return [[self.bos_text, len(texts) - 1, self.eos]]
-        rec, ids, merged = self._speech(obj, where)
-        counts["speech_seconds"] = counts.get("speech_seconds", 0.0) + self._duration(rec)
-        if kind == "speech":
-            return [[self.bos_speech, ids, self.eos]]
-        if kind in ("asr", "tts"):
-            texts.append(self._transcript(obj, rec.id))
-            k = len(texts) - 1
-            if kind == "asr":
-                return [[self.bos_speech, ids, self.text_marker, k, self.eos]]
-            return [[self.bos_text, k, self.speech_marker, ids, self.eos]]
-        al = self._alignment(rec, obj)
-        out = []
-        for variant in range(self.cfg.variants):
-            plan = interleave(al.words, al.starts, merged, ids, record_rng(self.cfg.seed, variant, rec.id),
-                              self.cfg.spans)
-            pieces: list = [self.bos]
-            for (modality, a, b), text, unit_ids in zip(plan.spans, plan.texts, plan.unit_ids):
-                if modality == TEXT:
-                    texts.append(text)
-                    pieces += [self.text_marker, len(texts) - 1]
-                else:
-                    pieces += [self.speech_marker, unit_ids]
-                if hist is not None and variant == 0:
-                    hist[modality, min(b - a, HIST_BINS - 1)] += 1
-            pieces.append(self.eos)
-            out.append(pieces)
-        return out
-
-    # Chunks ------------------------------------------------------------------------------------------------
+    # Entry points ----------------------------------------------------------------------------------------------
     def process(self, lines: list[bytes], file: str, first_line: int, encode_threads: int = 1) -> ChunkResult:
         """Build the sequences of ``lines`` (raw bytes of JSONL lines ``first_line``, ``first_line + 1``, …)."""
+        if self.cfg.kind == "text":
+            return self._text(lines, file, first_line, encode_threads)
+        batch, rejects, seen = self.parser.parse(lines, file, first_line)
+        res = self.process_batch(batch, rejects)
+        res.seen_ids = seen if self._track_ids else []
+        return res
+
+    def process_batch(self, batch: RecordBatch, rejects: list[Reject] | None = None) -> ChunkResult:
+        """Build the sequences of a batch of parsed records (``rejects``: those of its parsing, to report)."""
+        rejects = list(rejects or [])
+        batch, more = self._usable(batch)
+        rejects += more
         nvar = self.cfg.variants
+        counts = {"speech_seconds": float(batch.duration.sum())}
+        hist = np.zeros((2, HIST_BINS), dtype=np.int64) if self.cfg.kind == "interleaved" else None
+        while True:
+            units, times = merged_units(batch, self.vocab)
+            if self.cfg.kind == "interleaved":
+                seqs, bad = zip(*(self._interleaved(batch, units, times, v) for v in range(nvar)))
+                bad = np.unique(np.concatenate(bad))
+            else:
+                seq, bad = self._paired(batch, units)
+                seqs = (seq,)
+            if len(bad) == 0:
+                break
+            # Text that sentencepiece turns into nothing (e.g. only control characters): never a bare marker.
+            rejects += [batch.reject(i, "empty_text", "the text encodes to no tokens") for i in bad.tolist()]
+            keep = np.setdiff1d(np.arange(len(batch)), bad)
+            counts["speech_seconds"] -= float(batch.duration[bad].sum())
+            batch = batch.take(keep)
+        if hist is not None:
+            np.add.at(hist, (seqs[0][1][0], np.minimum(seqs[0][1][1], HIST_BINS - 1)), 1)
+            seqs = [s for s, _ in seqs]
+        ids_out = [s.values.astype(self.out_dtype) for s in seqs]
+        lengths_out = [s.lengths for s in seqs]
+        rejects.sort(key=lambda r: (r.file, r.line))
+        return ChunkResult(ids_out, lengths_out, rejects, self._counts(ids_out[0], len(batch), counts), hist)
+
+    # Kinds ---------------------------------------------------------------------------------------------------
+    def _usable(self, batch: RecordBatch) -> tuple[RecordBatch, list[Reject]]:
+        """Drop (as rejects) records this kind and flavor cannot use."""
+        reason = np.full(len(batch), "", dtype=object)
+        detail = np.full(len(batch), "", dtype=object)
+        hu = batch.streams["hubert"]
+        if self.vocab.flavor == "expressive":
+            for name in ("pitch", "style"):
+                lacks = batch.streams[name].frames < 0 if name in batch.streams else np.ones(len(batch), bool)
+                for i in np.flatnonzero(lacks & (reason == "")).tolist():
+                    missing = [s for s in ("pitch", "style")
+                               if s not in batch.streams or batch.streams[s].frames[i] < 0]
+                    reason[i] = "bad_units"
+                    detail[i] = f"record {batch.ids[i]!r}: expressive flavor needs {' and '.join(missing)} units"
+        for i in np.flatnonzero((hu.units.lengths == 0) & (reason == "")).tolist():
+            reason[i], detail[i] = "empty_units", "the record has no units"
+        problem = {"interleaved": batch.align_problem, "asr": batch.text_problem, "tts": batch.text_problem}
+        if self.cfg.kind in problem:
+            for i in np.flatnonzero((problem[self.cfg.kind] > 0) & (reason == "")).tolist():
+                reason[i], detail[i] = batch.problem(int(problem[self.cfg.kind][i]))
+        bad = np.flatnonzero(reason != "")
+        if len(bad) == 0:
+            return batch, []
+        return (batch.take(np.flatnonzero(reason == "")),
+                [batch.reject(i, reason[i], detail[i]) for i in bad.tolist()])
+
+    def _paired(self, batch: RecordBatch, units: Ragged) -> tuple[Ragged, np.ndarray]:
+        """speech, asr and tts sequences; and the records whose transcript encodes to nothing."""
+        n = len(batch)
+        const = Ragged.constant
+        if self.cfg.kind == "speech":
+            return concat_rows([const(n, [self.bos, self.speech_id]), units, const(n, [self.eos])]), np.zeros(0, int)
+        text = self.words.encode(batch.lexicon, batch.transcript)
+        bad = np.flatnonzero(text.lengths == 0)
+        if self.cfg.kind == "asr":
+            parts = [const(n, [self.bos, self.speech_id]), units, const(n, [self.text_id]), text, const(n, [self.eos])]
+        else:
+            parts = [const(n, [self.bos, self.text_id]), text, const(n, [self.speech_id]), units, const(n, [self.eos])]
+        return concat_rows(parts), bad
+
+    def _interleaved(self, batch: RecordBatch, units: Ragged, times: np.ndarray, variant: int):
+        """One variant's interleaved sequences, ((segment modality, segment words) for the histogram), and the
+        records with a text segment that encodes to nothing."""
+        spans = sample_spans(batch.words.lengths, record_keys(self.cfg.seed, variant, batch.ids), self.cfg.spans)
+        seg = assign_units(batch.words, batch.word_starts, times, units.offsets, spans)
+        is_text = seg.modality == TEXT
+        n_words = np.where(is_text, seg.end - seg.first, 0)
+        seg_words = Ragged(batch.words.values[ranges(batch.words.offsets[seg.record] + seg.first, n_words)],
+                           offsets_of(n_words))
+        text = self.words.encode(batch.lexicon, seg_words)
+        speech = Ragged(units.values[seg.units.values], seg.units.offsets)
+        marker = Ragged(np.where(is_text, self.text_id, self.speech_id), np.arange(len(is_text) + 1))
+        body = concat_rows([marker, text, speech]).group(seg.per_record)
+        n = len(batch)
+        seq = concat_rows([Ragged.constant(n, [self.bos]), body, Ragged.constant(n, [self.eos])])
+        bad = np.unique(seg.record[is_text & (text.lengths == 0)])
+        return (seq, (seg.modality, seg.end - seg.first)), bad
+
+    def _text(self, lines: list[bytes], file: str, first_line: int, encode_threads: int) -> ChunkResult:
+        """``<s>[Text]document</s>`` per JSONL document: one batched sentencepiece call for the chunk."""
         rejects: list[Reject] = []
         texts: list[str] = []
-        docs: list[list[list]] = [[] for _ in range(nvar)]
-        counts: dict[str, float] = {}
-        hist = np.zeros((2, HIST_BINS), dtype=np.int64) if self.cfg.kind == "interleaved" else None
-        seen: list[str] = []
-        owner: list[int] = []  # per text: the document (index in docs[0]) it belongs to
-        doc_where: list[tuple[int, Any]] = []  # per document: line and record id
+        where: list[tuple[int, object]] = []
         for k, raw in enumerate(lines):
             line = first_line + k
             obj = None
@@ -237,54 +230,44 @@ class SequenceBuilder:
                 if not s.strip():
                     continue
                 try:
-                    obj = json.loads(s) if self.cfg.kind == "text" else loads(s)
+                    obj = json.loads(s)
                 except json.JSONDecodeError as e:
                     raise RecordError("invalid_json", str(e)) from e
                 if not isinstance(obj, dict):
                     raise RecordError("invalid_json", "a line is not a JSON object")
-                if self._track_ids and "id" in obj:  # for "alignment without units record" at the end
-                    seen.append(str(obj["id"]))
-                per_variant = self._pieces(obj, f"{file}:{line}", texts, counts, hist)
+                text = obj.get(self.cfg.json_key)
+                if not isinstance(text, str):
+                    raise RecordError("missing_text", f"no string field {self.cfg.json_key!r}", obj.get("id"))
+                if not text.strip():
+                    raise RecordError("empty_text", "the text is empty", obj.get("id"))
+                if SPECIAL_TOKEN_RE.search(text):
+                    raise RecordError("markup_in_text", "text holds a SpiRit marker or unit token", obj.get("id"))
             except RecordError as e:
                 rid = e.rid if e.rid is not None else (obj.get("id") if isinstance(obj, dict) else None)
                 rejects.append(Reject(None if rid is None else str(rid), file, line, e.reason, e.detail))
                 continue
-            owner += [len(doc_where)] * (len(texts) - len(owner))
-            doc_where.append((line, obj.get("id")))
-            for v in range(nvar):
-                docs[v].append(per_variant[v])
+            texts.append(text)
+            where.append((line, obj.get("id")))
         encoded = self.sp.encode(texts, num_threads=encode_threads) if texts else []
         lens = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
-        flat = np.fromiter(chain.from_iterable(encoded), dtype=np.int64, count=int(lens.sum()))
-        offs = np.concatenate([[0], np.cumsum(lens)])
-        empty = sorted({owner[i] for i in np.flatnonzero(lens == 0).tolist()})
-        if empty:  # sentencepiece gave nothing (e.g. only control characters): never a bare marker
-            for d in empty:
-                line, rid = doc_where[d]
-                rejects.append(Reject(None if rid is None else str(rid), file, line, "empty_text",
-                                      "the text encodes to no tokens"))
-            rejects.sort(key=lambda r: r.line)
-            drop = set(empty)
-            docs = [[doc for i, doc in enumerate(dv) if i not in drop] for dv in docs]
-        ids_out, lengths_out = [], []
-        for v in range(nvar):
-            parts, lengths = [], []
-            for pieces in docs[v]:
-                n = 0
-                for p in pieces:
-                    if isinstance(p, int):
-                        p = flat[offs[p] : offs[p + 1]]
-                    parts.append(p)
-                    n += len(p)
-                lengths.append(n)
-            ids = np.concatenate(parts).astype(self.out_dtype) if parts else np.zeros(0, self.out_dtype)
-            ids_out.append(ids)
-            lengths_out.append(np.asarray(lengths, dtype=np.int64))
-        counts["documents"] = float(len(docs[0]))
-        counts["tokens"] = float(len(ids_out[0]))
-        # Counters describe variant 0 (variants differ only in where the spans fall).
-        base = ids_out[0]
-        special = np.count_nonzero((base == self.tok.bos_id) | (base == self.tok.eos_id))
-        counts["text_tokens"] = float(np.count_nonzero(base < self.vocab.base_size) - special)
-        counts["speech_tokens"] = float(np.count_nonzero(base >= self.vocab.stream_offset(self.vocab.streams[0])))
-        return ChunkResult(ids_out, lengths_out, rejects, counts, hist, seen)
+        for d in np.flatnonzero(lens == 0).tolist():  # sentencepiece gave nothing: never a bare marker
+            line, rid = where[d]
+            rejects.append(Reject(None if rid is None else str(rid), file, line, "empty_text",
+                                  "the text encodes to no tokens"))
+        rejects.sort(key=lambda r: r.line)
+        keep = [e for e in encoded if e]
+        body = Ragged(np.fromiter(chain.from_iterable(keep), dtype=np.int64, count=int(lens.sum())),
+                      offsets_of(lens[lens > 0]))
+        n = len(keep)
+        seq = concat_rows([Ragged.constant(n, [self.bos, self.text_id]), body, Ragged.constant(n, [self.eos])])
+        ids = seq.values.astype(self.out_dtype)
+        return ChunkResult([ids], [seq.lengths], rejects, self._counts(ids, n, {}))
+
+    def _counts(self, ids: np.ndarray, documents: int, counts: dict) -> dict:
+        """Counters of variant 0 (variants differ only in where the spans fall)."""
+        special = 2 * documents  # <s> and </s>
+        counts["documents"] = float(documents)
+        counts["tokens"] = float(len(ids))
+        counts["text_tokens"] = float(np.count_nonzero(ids < self.vocab.base_size) - special)
+        counts["speech_tokens"] = float(np.count_nonzero(ids >= self.vocab.stream_offset(self.vocab.streams[0])))
+        return counts

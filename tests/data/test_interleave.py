@@ -1,30 +1,39 @@
-"""Span sampling follows SPEC §3 and every unit lands in exactly one span (the rule in interleave.py)."""
-import random
+"""Span sampling follows SPEC §3, and the vectorised builder equals a plain per-utterance reading of the rule
+(interleave.py's module doc), token for token, through SpiritTokenizer.encode of the string form."""
+import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from megatron_spirit.data.alignments import parse_word_list
-from megatron_spirit.data.interleave import SPEECH, TEXT, SpanConfig, interleave, record_rng, sample_spans
+from megatron_spirit.data.interleave import SPEECH, TEXT, SpanConfig, record_keys, sample_spans
+from megatron_spirit.data.ragged import Ragged
+from megatron_spirit.data.sequences import SequenceBuilder, SequenceConfig
+from megatron_spirit.data.word_tokens import WordTokens
 from megatron_spirit.speech.manifest import UnitsRecord
-from megatron_spirit.tokenizer.vocab import SpiritVocab
+from megatron_spirit.tokenizer.tokenizer import SpiritTokenizer
 
-from .corpus import make_utterance
+from .corpus import make_corpus
 
 
 @pytest.mark.parametrize("cfg", [SpanConfig(), SpanConfig(2, 3, 1, 2)])
 def test_span_lengths_alternation_and_first_modality(cfg):
+    n_words = np.array([1 + k % 97 for k in range(600)])
+    spans = sample_spans(n_words, record_keys(7, 0, [f"u{k}" for k in range(600)]), cfg)
     firsts, lengths = [], {TEXT: set(), SPEECH: set()}
-    for seed in range(300):
-        n = 1 + seed % 97
-        spans = sample_spans(n, np.random.default_rng(seed), cfg)
-        assert spans[0][1] == 0 and spans[-1][2] == n
-        assert all(a[2] == b[1] for a, b in zip(spans, spans[1:]))  # contiguous
-        assert all(a[0] != b[0] for a, b in zip(spans, spans[1:]))  # alternating
-        firsts.append(spans[0][0])
-        for m, a, b in spans[:-1]:  # the last span may be cut by the utterance's end
-            lengths[m].add(b - a)
-    assert 0.35 < np.mean(firsts) < 0.65  # the first modality is a coin flip
+    for r, n in enumerate(n_words.tolist()):
+        s = slice(spans.per_record[r], spans.per_record[r + 1])
+        mod, a, b = spans.modality[s].tolist(), spans.first[s].tolist(), spans.end[s].tolist()
+        assert (spans.record[s] == r).all()
+        assert a[0] == 0 and b[-1] == n
+        assert a[1:] == b[:-1]  # contiguous
+        assert all(x != y for x, y in zip(mod, mod[1:]))  # alternating
+        firsts.append(mod[0])
+        for m, x, y in zip(mod[:-1], a, b):  # the last span may be cut by the utterance's end
+            lengths[m].add(y - x)
+    assert 0.4 < np.mean(firsts) < 0.6  # the first modality is a coin flip
     assert lengths[TEXT] == set(range(cfg.text_min, cfg.text_max + 1))
     assert lengths[SPEECH] == set(range(cfg.speech_min, cfg.speech_max + 1))
 
@@ -34,35 +43,81 @@ def test_bad_span_config():
         SpanConfig(5, 4)
 
 
-def test_record_rng_independent_of_order():
-    a = record_rng(1, 0, "utt7").integers(1 << 30)
-    assert a == record_rng(1, 0, "utt7").integers(1 << 30)
-    assert a != record_rng(1, 1, "utt7").integers(1 << 30) and a != record_rng(2, 0, "utt7").integers(1 << 30)
+def test_record_keys_independent_of_batch_and_order():
+    ids = ["utt7", "utt8", "utt9"]
+    together = record_keys(1, 0, ids)
+    assert [int(record_keys(1, 0, [i])[0]) for i in ids] == together.tolist()
+    assert record_keys(1, 0, ids[::-1]).tolist() == together[::-1].tolist()
+    assert (record_keys(1, 1, ids) != together).all() and (record_keys(2, 0, ids) != together).all()
+
+
+def reference(d: dict, flavor: str, cfg: SpanConfig, seed: int, variant: int) -> str:
+    """One utterance, the rule read literally: a speech span holds the units timed in [start of its first word,
+    start of the word after it) (from -inf for the first word, to +inf for the last)."""
+    rec = UnitsRecord.from_json(d)
+    al = parse_word_list(d["words"])
+    merged = rec.merged(flavor)
+    spans = sample_spans(np.array([len(al)]), record_keys(seed, variant, [rec.id]), cfg)
+    edges = np.concatenate([[-np.inf], al.starts[1:], [np.inf]])
+    segs = []  # [modality, first word, end word, unit string]
+    for m, a, b in zip(spans.modality.tolist(), spans.first.tolist(), spans.end.tolist()):
+        units = merged.slice_time(edges[a], edges[b])
+        if m == SPEECH and len(units) == 0:
+            m = TEXT
+        if segs and segs[-1][0] == TEXT and m == TEXT:
+            segs[-1][2] = b
+        else:
+            segs.append([m, a, b, units.string()])
+    return "".join("[Text]" + " ".join(al.words[a:b]) if m == TEXT else "[Speech]" + u for m, a, b, u in segs)
 
 
 @pytest.mark.parametrize("flavor", ["base", "expressive"])
-def test_units_partitioned_across_spans(flavor):
-    vocab = SpiritVocab(600, flavor)
-    rng = random.Random(5)
-    for k in range(40):
-        d = make_utterance(f"u{k}", rng)
-        rec = UnitsRecord.from_json(d)
-        al = parse_word_list(d["words"])
-        merged = rec.merged(flavor)
-        ids = merged.ids(vocab)
-        plan = interleave(al.words, al.starts, merged, ids, record_rng(0, 0, rec.id), SpanConfig(2, 6, 1, 4))
-        # Every speech span holds exactly the units timed in [start of its first word, start of the next span)
-        # (the first span from -inf, the last to +inf); text spans' units are the complement.
-        edges = np.concatenate([[-np.inf], al.starts[1:], [np.inf]])
-        owned = []
-        for (m, a, b), unit_ids in zip(plan.spans, plan.unit_ids):
-            expect = merged.slice_time(edges[a], edges[b]).ids(vocab)
-            owned.append(expect)
-            if m == SPEECH:
-                assert unit_ids.tolist() == expect.tolist()
-                assert len(unit_ids) > 0
-            else:
-                assert len(unit_ids) == 0
-        assert sorted(np.concatenate(owned).tolist()) == sorted(ids.tolist())  # nothing lost, nothing twice
-        assert " ".join(t for t in plan.texts if t) == " ".join(
-            w for (m, a, b) in plan.spans if m == TEXT for w in al.words[a:b])
+def test_vectorised_build_equals_the_rule_read_literally(tok_dir, flavor):
+    cfg = SpanConfig(2, 6, 1, 4)
+    records = make_corpus(60, seed=3)
+    records[5]["words"][3]["start"] = records[5]["words"][2]["start"]  # a zero-length word
+    builder = SequenceBuilder(tok_dir, SequenceConfig("interleaved", spans=cfg, variants=2, seed=11), flavor)
+    res = builder.process([json.dumps(r).encode() for r in records], "m.jsonl", 1)
+    assert not res.rejects
+    tok = SpiritTokenizer(tok_dir, flavor)
+    for variant in range(2):
+        ends = np.cumsum(res.lengths[variant])
+        got = np.split(res.ids[variant], ends[:-1])
+        for d, ids in zip(records, got):
+            want = tok.encode(reference(d, flavor, cfg, 11, variant), bos=True, eos=True)
+            assert ids.tolist() == want, d["id"]
+    assert not np.array_equal(res.ids[0], res.ids[1])  # variants draw different spans
+
+
+@pytest.mark.parametrize("kind", ["speech", "asr", "tts"])
+def test_paired_kinds_equal_string_form(tok_dir, kind):
+    records = make_corpus(20, seed=4)
+    builder = SequenceBuilder(tok_dir, SequenceConfig(kind), "expressive")
+    res = builder.process([json.dumps(r).encode() for r in records], "m.jsonl", 1)
+    tok = SpiritTokenizer(tok_dir, "expressive")
+    got = np.split(res.ids[0], np.cumsum(res.lengths[0])[:-1])
+    for d, ids in zip(records, got):
+        speech = "[Speech]" + UnitsRecord.from_json(d).merged("expressive").string()
+        text = "[Text]" + " ".join(parse_word_list(d["words"]).words)
+        want = {"speech": speech, "asr": speech + text, "tts": text + speech}[kind]
+        assert ids.tolist() == tok.encode(want, bos=True, eos=True)
+
+
+words_st = st.lists(st.lists(st.text(st.characters(blacklist_categories=("Zs", "Zl", "Zp", "Cc", "Cs")),
+                                     min_size=1, max_size=8), max_size=6), min_size=1, max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=words_st)
+def test_word_level_encoding_equals_whole_span_encoding(spirit_tokenizer_dir, rows):
+    tok = SpiritTokenizer(str(spirit_tokenizer_dir))
+    rows = [[w for w in r if w.split() == [w]] for r in rows]  # aligned words hold no white space
+    lexicon = sorted({w for r in rows for w in r})
+    index = {w: i for i, w in enumerate(lexicon)}
+    ragged = Ragged.from_arrays([np.array([index[w] for w in r], dtype=np.int32) for r in rows], np.int32)
+    word_level = WordTokens(tok.sp)
+    assert word_level.word_level  # the test tokenizer splits on white space, like LLaMA-2's
+    for enc in (word_level, WordTokens(tok.sp, word_level=False)):
+        got = enc.encode(lexicon, ragged)
+        for r, row in enumerate(rows):
+            assert got.row(r).tolist() == (tok.sp.encode(" ".join(row)) if row else [])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from megatron_spirit.data.jsonl import loads
-from megatron_spirit.data.sequences import units_record
+from megatron_spirit.data.batch import units_record
 
 INTS = list(range(3, 40))
 
