@@ -109,34 +109,49 @@ class Segments:
     per_record: np.ndarray
 
 
-def assign_units(
-    words: Ragged, word_starts: np.ndarray, unit_time: np.ndarray, units_per_record: np.ndarray, spans: Spans
-) -> Segments:
-    """Apply the rule of the module doc to a batch: which units each span emits; then drop empty speech spans and
-    join neighbouring text spans.
+def clock_shift(span_s: np.ndarray) -> np.ndarray:
+    """Per utterance, the offset that puts the batch on one time line: utterance ``r``'s times (all in
+    ``[0, span_s[r])``) move past every earlier utterance's, so one ``searchsorted`` serves the whole batch."""
+    return np.concatenate([[0.0], np.cumsum(np.asarray(span_s, dtype=np.float64) + 1.0)[:-1]])
 
-    ``unit_time``: the merged unit stream of every utterance, concatenated (``units_per_record`` offsets), in
-    token order. Each utterance must have at least one word.
+
+@dataclass
+class UnitTimes:
+    """The units of a batch as the merge holds them: per stream (in the merge's concatenation order) each unit's
+    start time in seconds and the units per utterance; ``order``: token ``k`` of the merged stream is element
+    ``order[k]`` of the streams' concatenation (``None``: the concatenation itself)."""
+
+    times: list[np.ndarray]
+    lengths: list[np.ndarray]
+    order: np.ndarray | None
+
+
+def assign_units(words: Ragged, word_starts: np.ndarray, shift: np.ndarray, units: UnitTimes, spans: Spans) -> Segments:
+    """Apply the rule of the module doc to a batch: which units each span emits; then drop empty speech spans and
+    join neighbouring text spans. ``shift``: :func:`clock_shift` of spans covering every word start and unit time.
+    Each utterance must have at least one word.
     """
-    n_rec = len(words)
-    w_rec = words.row_of_value()
-    u_rec = np.repeat(np.arange(n_rec, dtype=np.int64), np.diff(units_per_record))
-    # Shift each utterance's clock past the previous one's so one searchsorted serves the whole batch.
-    last_w = np.maximum.reduceat(word_starts, words.offsets[:-1]) if len(word_starts) else np.zeros(n_rec)
-    span_u = np.zeros(n_rec)
-    has_u = np.diff(units_per_record) > 0
-    if len(unit_time):
-        span_u[has_u] = np.maximum.reduceat(unit_time, units_per_record[:-1][has_u])
-    width = np.maximum(np.maximum(last_w, span_u), 0.0) + 1.0
-    shift = np.concatenate([[0.0], np.cumsum(width)[:-1]])
-    word_of_unit = np.searchsorted(word_starts + shift[w_rec], unit_time + shift[u_rec], side="right") - 1
-    word_of_unit = np.clip(word_of_unit, words.offsets[u_rec], words.offsets[u_rec + 1] - 1)
-    # Word -> span (global indices: spans tile each utterance's words in order).
-    span_end = words.offsets[spans.record] + spans.end
-    span_of_unit = np.searchsorted(span_end, word_of_unit, side="right")
-    order = np.argsort(span_of_unit, kind="stable")  # token order within a span
-    bounds = np.searchsorted(span_of_unit[order], np.arange(len(span_end) + 1), side="left")
-    count = np.diff(bounds)
+    # A span starts at its first word's start; an utterance's first span at -inf (just before its clock).
+    start = word_starts[words.offsets[spans.record] + spans.first] + shift[spans.record]
+    opening = spans.first == 0
+    start[opening] = shift[spans.record[opening]] - 0.5
+    # Each stream is in time order within an utterance: its units per span are a searchsorted of span starts.
+    span_ids = np.arange(len(start), dtype=np.int64)
+    count = np.zeros(len(start), dtype=np.int64)
+    span_of = []
+    for t, n in zip(units.times, units.lengths):
+        first = np.searchsorted(t + np.repeat(shift, n), start, side="left")
+        c = np.diff(np.append(first, len(t)))
+        count += c
+        span_of.append(np.repeat(span_ids, c))
+    span_of_unit = np.concatenate(span_of)
+    if units.order is not None:
+        span_of_unit = span_of_unit[units.order]
+    if len(span_of_unit) > 1 and np.any(span_of_unit[1:] < span_of_unit[:-1]):
+        order = np.argsort(span_of_unit, kind="stable")  # rare: token order and time order disagree at a switch
+    else:
+        order = np.arange(len(span_of_unit), dtype=np.int64)
+    bounds = offsets_of(count)
     modality = np.where((spans.modality == SPEECH) & (count == 0), TEXT, spans.modality)
     # Segments: a speech span alone; runs of text spans of one utterance joined.
     opens = np.ones(len(modality), dtype=bool)
@@ -148,4 +163,4 @@ def assign_units(
     n_units = np.where(seg_mod == SPEECH, count[seg_first], 0)
     unit_idx = Ragged(order[ranges(bounds[seg_first], n_units)], offsets_of(n_units))
     return Segments(seg_rec, seg_mod, spans.first[seg_first], spans.end[seg_last], unit_idx,
-                    offsets_of(np.bincount(seg_rec, minlength=n_rec)))
+                    offsets_of(np.bincount(seg_rec, minlength=len(words))))

@@ -25,7 +25,7 @@ from ..tokenizer.units import HUBERT_MERGE_RATE
 from ..tokenizer.vocab import HUBERT, PITCH, STYLE, SPECIAL_TOKEN_RE, SpiritVocab
 from .alignments import AlignmentSource
 from .batch import RecordBatch, RecordError, RecordParser, Reject
-from .interleave import TEXT, SpanConfig, assign_units, record_keys, sample_spans
+from .interleave import TEXT, SpanConfig, UnitTimes, assign_units, clock_shift, record_keys, sample_spans
 from .ragged import Ragged, concat_rows, offsets_of, ranges
 from .word_tokens import WordTokens
 
@@ -65,34 +65,44 @@ class ChunkResult:
     seen_ids: list[str] = field(default_factory=list)
 
 
-def merged_units(batch: RecordBatch, vocab: SpiritVocab) -> tuple[Ragged, np.ndarray]:
-    """Every record's unit token ids (HuBERT only, or the expressive time-merge) and each token's start time.
+def batch_clock(batch: RecordBatch) -> np.ndarray:
+    """:func:`~.interleave.clock_shift` of a batch: covers every unit's time and merge key, and every word."""
+    span = batch.duration.copy()
+    for name, col in batch.streams.items():
+        slowest = min(col.rate.min(initial=np.inf), HUBERT_MERGE_RATE if name == "hubert" else np.inf)
+        span = np.maximum(span, col.frames / slowest)
+    if len(batch.word_starts):
+        has = batch.words.lengths > 0
+        span[has] = np.maximum(span[has], np.maximum.reduceat(batch.word_starts, batch.words.offsets[:-1][has]))
+    return clock_shift(span)
+
+
+def merged_units(batch: RecordBatch, vocab: SpiritVocab, shift: np.ndarray) -> tuple[Ragged, UnitTimes]:
+    """Every record's unit token ids (HuBERT only, or the expressive time-merge) and the units' start times.
 
     The expressive merge is :func:`~megatron_spirit.tokenizer.units.merge_runs` for all records at once: streams
-    concatenated style, pitch, HuBERT (all records each), each record's clock shifted past the previous record's,
-    one stable sort. Each stream block is already sorted, so the sort is a merge of three runs.
+    concatenated style, pitch, HuBERT (all records each), each record's clock moved by ``shift``
+    (:func:`batch_clock`), one stable sort. Each stream block is already sorted, so the sort merges three runs.
     """
     hu = batch.streams["hubert"]
     if vocab.flavor == "base":
         ids = hu.units.values.astype(np.int64) + vocab.stream_offset(HUBERT)
-        return Ragged(ids, hu.units.offsets - hu.units.offsets[0]), hu.starts / HUBERT.rate
+        times = UnitTimes([hu.starts / HUBERT.rate], [hu.units.lengths], None)
+        return Ragged(ids, hu.units.offsets - hu.units.offsets[0]), times
     parts = [(STYLE, batch.streams["style"], None), (PITCH, batch.streams["pitch"], None),
              (HUBERT, hu, HUBERT_MERGE_RATE)]
-    bound = np.ones(len(batch))
-    keys, ids, times, rows = [], [], [], []
-    for stream, col, merge_rate in parts:
-        row = col.units.row_of_value()
-        rate = col.rate if merge_rate is None else np.full(len(batch), merge_rate)
-        keys.append(col.starts / rate[row])
-        bound = np.maximum(bound, col.frames / rate + 1.0)
-        ids.append(col.units.values.astype(np.int64) + vocab.stream_offset(stream))
-        times.append(col.starts / stream.rate)
-        rows.append(row)
-    shift = np.concatenate([[0.0], np.cumsum(bound)[:-1]])
-    key = np.concatenate([k + shift[r] for k, r in zip(keys, rows)])
-    order = np.argsort(key, kind="stable")
+    keys = []
+    for _, col, merge_rate in parts:
+        n = col.units.lengths
+        inv = 1.0 / (col.rate if merge_rate is None else np.full(len(batch), merge_rate))
+        scale = inv[0] if len(inv) and np.all(inv == inv[0]) else np.repeat(inv, n)  # one rate: a scalar
+        keys.append(col.starts * scale + np.repeat(shift, n))
+    order = np.argsort(np.concatenate(keys), kind="stable")
+    ids = np.concatenate([col.units.values.astype(np.int64) + vocab.stream_offset(stream) for stream, col, _ in parts])
     counts = sum(col.units.lengths for _, col, _ in parts)
-    return Ragged(np.concatenate(ids)[order], offsets_of(counts)), np.concatenate(times)[order]
+    times = UnitTimes([col.starts / stream.rate for stream, col, _ in parts], [col.units.lengths for _, col, _ in parts],
+                      order)
+    return Ragged(ids[order], offsets_of(counts)), times
 
 
 class SequenceBuilder:
@@ -134,9 +144,10 @@ class SequenceBuilder:
         counts = {"speech_seconds": float(batch.duration.sum())}
         hist = np.zeros((2, HIST_BINS), dtype=np.int64) if self.cfg.kind == "interleaved" else None
         while True:
-            units, times = merged_units(batch, self.vocab)
+            shift = batch_clock(batch)
+            units, times = merged_units(batch, self.vocab, shift)
             if self.cfg.kind == "interleaved":
-                seqs, bad = zip(*(self._interleaved(batch, units, times, v) for v in range(nvar)))
+                seqs, bad = zip(*(self._interleaved(batch, units, times, shift, v) for v in range(nvar)))
                 bad = np.unique(np.concatenate(bad))
             else:
                 seq, bad = self._paired(batch, units)
@@ -196,11 +207,11 @@ class SequenceBuilder:
             parts = [const(n, [self.bos, self.text_id]), text, const(n, [self.speech_id]), units, const(n, [self.eos])]
         return concat_rows(parts), bad
 
-    def _interleaved(self, batch: RecordBatch, units: Ragged, times: np.ndarray, variant: int):
+    def _interleaved(self, batch: RecordBatch, units: Ragged, times: UnitTimes, shift: np.ndarray, variant: int):
         """One variant's interleaved sequences, ((segment modality, segment words) for the histogram), and the
         records with a text segment that encodes to nothing."""
         spans = sample_spans(batch.words.lengths, record_keys(self.cfg.seed, variant, batch.ids), self.cfg.spans)
-        seg = assign_units(batch.words, batch.word_starts, times, units.offsets, spans)
+        seg = assign_units(batch.words, batch.word_starts, shift, times, spans)
         is_text = seg.modality == TEXT
         n_words = np.where(is_text, seg.end - seg.first, 0)
         seg_words = Ragged(batch.words.values[ranges(batch.words.offsets[seg.record] + seg.first, n_words)],

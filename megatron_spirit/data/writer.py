@@ -26,7 +26,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..utils.atomic import write_text
-from .sequences import HIST_BINS, ChunkResult, Reject, SequenceBuilder, SequenceConfig
+from .batch import Reject
+from .pack import Pack, is_pack
+from .sequences import HIST_BINS, ChunkResult, SequenceBuilder, SequenceConfig
 
 SHARD_RE = re.compile(r"^(?P<base>.*)-shard(?P<i>\d{5})of(?P<n>\d{5})$")
 #: Test hook: SIGKILL this process after writing that many chunks (a well-defined point for the kill test).
@@ -122,26 +124,52 @@ def read_chunks(
 
 # Workers ----------------------------------------------------------------------------------------------------
 _BUILDER: SequenceBuilder | None = None
+_PACKS: list = []
 
 
-def _work(args) -> ChunkResult:
-    path, first, lines = args
+def _work(task) -> ChunkResult:
+    """One chunk: ``("lines", file, first line, lines)`` of JSONL, or ``("pack", pack index, a, b)`` records."""
+    if task[0] == "pack":
+        _, k, a, b = task
+        return _BUILDER.process_batch(_PACKS[k].batch().slice(a, b))
+    _, path, first, lines = task
     return _BUILDER.process(lines, path, first)
 
 
-def _ordered_results(builder: SequenceBuilder, chunks, workers: int, encode_threads: int) -> Iterator:
-    """``(chunk bytes, ChunkResult)`` in input order; a bounded number of chunks in flight."""
+def pack_chunks(packs, shard: tuple[int, int] | None, chunk_units: int = 1 << 19) -> Iterator[tuple[tuple, int]]:
+    """``(task, records)``: the shard's records of the packs (an even split of all their records, in order), in
+    chunks of about ``chunk_units`` HuBERT runs."""
+    total = sum(p.records for p in packs)
+    i, n = shard or (0, 1)
+    lo, hi = total * i // n, total * (i + 1) // n
+    base = 0
+    for k, pack in enumerate(packs):
+        a, b = max(lo - base, 0), min(hi - base, pack.records)
+        base += pack.records
+        offsets = pack.batch().streams["hubert"].units.offsets
+        while a < b:
+            end = int(np.searchsorted(offsets, offsets[a] + chunk_units, side="right")) - 1
+            end = min(max(end, a + 1), b)
+            yield ("pack", k, a, end), end - a
+            a = end
+
+
+def _ordered_results(builder: SequenceBuilder, tasks, workers: int, encode_threads: int) -> Iterator:
+    """``(task size, ChunkResult)`` in input order; a bounded number of chunks in flight."""
     global _BUILDER
+    _BUILDER = builder  # inherited by forked workers: no pickling of the tokenizer, alignments or packs
     if workers <= 1:
-        for path, first, lines, size in chunks:
-            yield size, builder.process(lines, path, first, encode_threads)
+        for task, size in tasks:
+            if task[0] == "lines":
+                yield size, builder.process(task[3], task[1], task[2], encode_threads)
+            else:
+                yield size, _work(task)
         return
-    _BUILDER = builder  # inherited by the forked workers: no pickling of the tokenizer or alignments
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else None)
     with ctx.Pool(workers) as pool:
         pending: collections.deque = collections.deque()
-        for path, first, lines, size in chunks:
-            pending.append((size, pool.apply_async(_work, ((path, first, lines),))))
+        for task, size in tasks:
+            pending.append((size, pool.apply_async(_work, (task,))))
             if len(pending) >= 2 * workers + 2:
                 size0, res = pending.popleft()
                 yield size0, res.get()
@@ -185,10 +213,18 @@ def build_dataset(
     """Build the dataset(s) of ``inputs`` under ``out``; return the summary (``skipped`` when already done)."""
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
+    global _PACKS
     inputs = [str(p) for p in inputs]
-    for p in inputs:
-        if not os.path.isfile(p):
+    packed = [is_pack(p) for p in inputs]
+    for p, is_packed in zip(inputs, packed):
+        if not is_packed and not os.path.isfile(p):
             raise FileNotFoundError(f"input {p} not found")
+    if any(packed) and not all(packed):
+        raise ValueError("inputs must be all JSONL files or all packs (spirit-data pack), not a mix")
+    if any(packed) and cfg.kind == "text":
+        raise ValueError("--kind text reads JSONL text corpora; packs hold units manifests")
+    if any(packed) and alignments is not None:
+        raise ValueError("packs carry the alignments given to `spirit-data pack`; --alignments is for JSONL inputs")
     prefixes = output_prefixes(out, cfg.variants, shard)
     rejects_file = Path(out + shard_suffix(shard) + ".rejects.jsonl")
     if not overwrite and all(is_complete(p) for p in prefixes):
@@ -209,20 +245,31 @@ def build_dataset(
     hist = np.zeros((2, HIST_BINS), dtype=np.int64)
     rejects: list[Reject] = []
     seen: set[str] = set()
-    total_bytes = sum(b - a for _, a, b in shard_byte_ranges(inputs, shard))
+    if any(packed):
+        _PACKS = [Pack(p) for p in inputs]
+        if shard is None or shard[0] == 0:  # lines that were no record at all, reported once
+            rejects += [r for pk in _PACKS for r in pk.rejects()
+                        if cfg.kind == "interleaved" or r.reason != "missing_units_record"]
+            by_reason.update(r.reason for r in rejects)
+        chunk_units = max(1, chunk_bytes // 2)  # ~ as many tokens as a JSONL chunk of chunk_bytes holds, or more
+        tasks = pack_chunks(_PACKS, shard, chunk_units)
+        total, unit = sum(a for _, a in pack_chunks(_PACKS, shard, chunk_units)), "rec"
+    else:
+        tasks = ((("lines", path, first, lines), size)
+                 for path, first, lines, size in read_chunks(inputs, shard, chunk_bytes=chunk_bytes))
+        total, unit = sum(b - a for _, a, b in shard_byte_ranges(inputs, shard)), "B"
     t0 = time.perf_counter()
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"{cfg.kind} {Path(out).name}",
+        bar = tqdm(total=total, unit=unit, unit_scale=True, desc=f"{cfg.kind} {Path(out).name}",
                    mininterval=1.0, file=sys.stderr)
     try:
-        chunks = read_chunks(inputs, shard, chunk_bytes=chunk_bytes)
         encode_threads = 1
-        for n_chunk, (size, res) in enumerate(_ordered_results(builder, chunks, workers, encode_threads), 1):
-            if res.rejects and strict:
-                r = res.rejects[0]
+        for n_chunk, (size, res) in enumerate(_ordered_results(builder, tasks, workers, encode_threads), 1):
+            if strict and (res.rejects or rejects):
+                r = (rejects or res.rejects)[0]
                 raise DataBuildError(f"{r.file}:{r.line}: record {r.id!r} rejected: {r.reason}: {r.detail}")
             rejects += res.rejects
             for r in res.rejects:
@@ -259,6 +306,7 @@ def build_dataset(
             _remove(Path(p + ".bin.tmp"), Path(p + ".idx.tmp"))
         raise
     finally:
+        _PACKS = []
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - t0

@@ -121,3 +121,31 @@ def test_word_level_encoding_equals_whole_span_encoding(spirit_tokenizer_dir, ro
         got = enc.encode(lexicon, ragged)
         for r, row in enumerate(rows):
             assert got.row(r).tolist() == (tok.sp.encode(" ".join(row)) if row else [])
+
+
+def test_token_order_and_time_order_disagree(tok_dir):
+    """Past 100 s, HuBERT's 24.99 Hz merge rate can order a pitch unit before a HuBERT unit that starts earlier:
+    at a span switch between them the builder must still give each span its own units (the slow path)."""
+    from megatron_spirit.speech.manifest import StreamUnits
+    from megatron_spirit.tokenizer.vocab import HUBERT, PITCH, STYLE
+
+    hubert = np.zeros(2600, dtype=int)
+    hubert[2501], hubert[2502:] = 1, 2  # runs start at frames 0, 2501 (100.04 s) and 2502 (100.08 s)
+    pitch = np.zeros(1300, dtype=int)
+    pitch[1251:] = 5  # a run starting at pitch frame 1251: 100.08 s, merge key 100.08 < 2501 / 24.99
+    words = [{"word": "a", "start": 0.0, "end": 100.0}, {"word": "b", "start": 100.04, "end": 100.08},
+             {"word": "c", "start": 100.08, "end": 103.9}]
+    rec = UnitsRecord("long", 104.0, {"hubert": StreamUnits.from_frames(hubert, 25.0, HUBERT),
+                                      "pitch": StreamUnits.from_frames(pitch, 12.5, PITCH),
+                                      "style": StreamUnits.from_frames(np.zeros(104, dtype=int), 1.0, STYLE)},
+                      {"text": "a b c", "words": words})
+    d = json.loads(rec.to_json())
+    merged = rec.merged("expressive")
+    hu_2501 = int(np.flatnonzero((merged.stream == 0) & (merged.unit == 1))[0])
+    assert merged.stream[hu_2501 - 1] == 1 and merged.time[hu_2501 - 1] > merged.time[hu_2501]  # the disagreement
+    cfg = SpanConfig(1, 1, 1, 1)
+    tok = SpiritTokenizer(tok_dir, "expressive")
+    for seed in range(4):
+        builder = SequenceBuilder(tok_dir, SequenceConfig("interleaved", spans=cfg, seed=seed), "expressive")
+        res = builder.process([json.dumps(d).encode()], "m.jsonl", 1)
+        assert res.ids[0].tolist() == tok.encode(reference(d, "expressive", cfg, seed, 0), bos=True, eos=True)
