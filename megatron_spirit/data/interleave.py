@@ -118,12 +118,14 @@ def clock_shift(span_s: np.ndarray) -> np.ndarray:
 @dataclass
 class UnitTimes:
     """The units of a batch as the merge holds them: per stream (in the merge's concatenation order) each unit's
-    start time in seconds and the units per utterance; ``order``: token ``k`` of the merged stream is element
-    ``order[k]`` of the streams' concatenation (``None``: the concatenation itself)."""
+    start frame, the stream's frame rate and the units per utterance; ``order``: token ``k`` of the merged stream
+    is element ``order[k]`` of the streams' concatenation (``None``: the concatenation itself)."""
 
-    times: list[np.ndarray]
+    starts: list[np.ndarray]
+    rates: list[float]
     lengths: list[np.ndarray]
     order: np.ndarray | None
+    token_times: np.ndarray | None = None  # start times on the batch clock, in token order (if the merge has them)
 
 
 def assign_units(words: Ragged, word_starts: np.ndarray, shift: np.ndarray, units: UnitTimes, spans: Spans) -> Segments:
@@ -135,22 +137,25 @@ def assign_units(words: Ragged, word_starts: np.ndarray, shift: np.ndarray, unit
     start = word_starts[words.offsets[spans.record] + spans.first] + shift[spans.record]
     opening = spans.first == 0
     start[opening] = shift[spans.record[opening]] - 0.5
-    # Each stream is in time order within an utterance: its units per span are a searchsorted of span starts.
-    span_ids = np.arange(len(start), dtype=np.int64)
-    count = np.zeros(len(start), dtype=np.int64)
-    span_of = []
-    for t, n in zip(units.times, units.lengths):
-        first = np.searchsorted(t + np.repeat(shift, n), start, side="left")
-        c = np.diff(np.append(first, len(t)))
-        count += c
-        span_of.append(np.repeat(span_ids, c))
-    span_of_unit = np.concatenate(span_of)
-    if units.order is not None:
-        span_of_unit = span_of_unit[units.order]
-    if len(span_of_unit) > 1 and np.any(span_of_unit[1:] < span_of_unit[:-1]):
-        order = np.argsort(span_of_unit, kind="stable")  # rare: token order and time order disagree at a switch
+    tt = units.token_times
+    order = None
+    if tt is not None and not np.any(tt[1:] < tt[:-1]):
+        # Token order is time order (as it nearly always is): a span's units are the tokens from its start on.
+        count = np.diff(np.append(np.searchsorted(tt, start, side="left"), len(tt)))
     else:
-        order = np.arange(len(span_of_unit), dtype=np.int64)
+        # Each stream is in time order within an utterance: its units per span are a searchsorted of span starts.
+        span_ids = np.arange(len(start), dtype=np.int64)
+        count = np.zeros(len(start), dtype=np.int64)
+        span_of = []
+        for starts, rate, n in zip(units.starts, units.rates, units.lengths):
+            t = starts * (1.0 / rate) + np.repeat(shift, n)
+            c = np.diff(np.append(np.searchsorted(t, start, side="left"), len(t)))
+            count += c
+            span_of.append(np.repeat(span_ids, c))
+        span_of_unit = np.concatenate(span_of)
+        if units.order is not None:
+            span_of_unit = span_of_unit[units.order]
+        order = np.argsort(span_of_unit, kind="stable")  # each span's units in token order
     bounds = offsets_of(count)
     modality = np.where((spans.modality == SPEECH) & (count == 0), TEXT, spans.modality)
     # Segments: a speech span alone; runs of text spans of one utterance joined.
@@ -161,6 +166,7 @@ def assign_units(words: Ragged, word_starts: np.ndarray, shift: np.ndarray, unit
     seg_mod = modality[seg_first]
     seg_rec = spans.record[seg_first]
     n_units = np.where(seg_mod == SPEECH, count[seg_first], 0)
-    unit_idx = Ragged(order[ranges(bounds[seg_first], n_units)], offsets_of(n_units))
+    idx = ranges(bounds[seg_first], n_units)
+    unit_idx = Ragged(idx if order is None else order[idx], offsets_of(n_units))
     return Segments(seg_rec, seg_mod, spans.first[seg_first], spans.end[seg_last], unit_idx,
                     offsets_of(np.bincount(seg_rec, minlength=len(words))))

@@ -77,8 +77,9 @@ def batch_clock(batch: RecordBatch) -> np.ndarray:
     return clock_shift(span)
 
 
-def merged_units(batch: RecordBatch, vocab: SpiritVocab, shift: np.ndarray) -> tuple[Ragged, UnitTimes]:
-    """Every record's unit token ids (HuBERT only, or the expressive time-merge) and the units' start times.
+def merged_units(batch: RecordBatch, vocab: SpiritVocab, shift: np.ndarray,
+                 with_times: bool = True) -> tuple[Ragged, UnitTimes]:
+    """Every record's unit token ids (HuBERT only, or the expressive time-merge) and where each comes from.
 
     The expressive merge is :func:`~megatron_spirit.tokenizer.units.merge_runs` for all records at once: streams
     concatenated style, pitch, HuBERT (all records each), each record's clock moved by ``shift``
@@ -87,22 +88,27 @@ def merged_units(batch: RecordBatch, vocab: SpiritVocab, shift: np.ndarray) -> t
     hu = batch.streams["hubert"]
     if vocab.flavor == "base":
         ids = hu.units.values.astype(np.int64) + vocab.stream_offset(HUBERT)
-        times = UnitTimes([hu.starts / HUBERT.rate], [hu.units.lengths], None)
+        times = UnitTimes([hu.starts], [HUBERT.rate], [hu.units.lengths], None,
+                          hu.starts * (1.0 / HUBERT.rate) + np.repeat(shift, hu.units.lengths) if with_times else None)
         return Ragged(ids, hu.units.offsets - hu.units.offsets[0]), times
     parts = [(STYLE, batch.streams["style"], None), (PITCH, batch.streams["pitch"], None),
              (HUBERT, hu, HUBERT_MERGE_RATE)]
-    keys = []
-    for _, col, merge_rate in parts:
+    keys, times = [], []
+    for stream, col, merge_rate in parts:
         n = col.units.lengths
         inv = 1.0 / (col.rate if merge_rate is None else np.full(len(batch), merge_rate))
         scale = inv[0] if len(inv) and np.all(inv == inv[0]) else np.repeat(inv, n)  # one rate: a scalar
-        keys.append(col.starts * scale + np.repeat(shift, n))
+        clock = np.repeat(shift, n)
+        keys.append(col.starts * scale + clock)
+        if with_times:
+            times.append(col.starts * (1.0 / stream.rate) + clock)
     order = np.argsort(np.concatenate(keys), kind="stable")
     ids = np.concatenate([col.units.values.astype(np.int64) + vocab.stream_offset(stream) for stream, col, _ in parts])
     counts = sum(col.units.lengths for _, col, _ in parts)
-    times = UnitTimes([col.starts / stream.rate for stream, col, _ in parts], [col.units.lengths for _, col, _ in parts],
-                      order)
-    return Ragged(ids[order], offsets_of(counts)), times
+    unit_times = UnitTimes([col.starts for _, col, _ in parts], [stream.rate for stream, _, _ in parts],
+                           [col.units.lengths for _, col, _ in parts], order,
+                           np.concatenate(times)[order] if with_times else None)
+    return Ragged(ids[order], offsets_of(counts)), unit_times
 
 
 class SequenceBuilder:
@@ -145,7 +151,7 @@ class SequenceBuilder:
         hist = np.zeros((2, HIST_BINS), dtype=np.int64) if self.cfg.kind == "interleaved" else None
         while True:
             shift = batch_clock(batch)
-            units, times = merged_units(batch, self.vocab, shift)
+            units, times = merged_units(batch, self.vocab, shift, with_times=self.cfg.kind == "interleaved")
             if self.cfg.kind == "interleaved":
                 seqs, bad = zip(*(self._interleaved(batch, units, times, shift, v) for v in range(nvar)))
                 bad = np.unique(np.concatenate(bad))

@@ -180,6 +180,15 @@ def _ordered_results(builder: SequenceBuilder, tasks, workers: int, encode_threa
 
 
 # Building ---------------------------------------------------------------------------------------------------
+def add_documents(builder, ids: np.ndarray, lengths: np.ndarray) -> None:
+    """``builder.add_document(seq, [len(seq)])`` for each sequence of a chunk, in one write (what that call does,
+    without a Python call and a copy per document)."""
+    builder.data_file.write(np.ascontiguousarray(ids, dtype=builder.dtype).tobytes(order="C"))
+    first = len(builder.sequence_lengths)
+    builder.sequence_lengths.extend(np.asarray(lengths).tolist())
+    builder.document_indices.extend(range(first + 1, first + len(lengths) + 1))
+
+
 def token_dtype(vocab_size: int):
     """megatron-core's choice: uint16 when the ids fit, else int32."""
     from megatron.core.datasets.indexed_dataset import DType
@@ -275,9 +284,7 @@ def build_dataset(
             for r in res.rejects:
                 by_reason[r.reason] += 1
             for w, ids, lengths in zip(writers, res.ids, res.lengths):
-                ends = np.cumsum(lengths)
-                for start, end in zip((ends - lengths).tolist(), ends.tolist()):
-                    w.add_document(ids[start:end], [end - start])
+                add_documents(w, ids, lengths)
             totals.update(res.counts)
             if res.span_hist is not None:
                 hist += res.span_hist
