@@ -139,8 +139,11 @@ def datasets(folder: Path, ctx: dict) -> dict:
     d = "megatron_spirit.cli.data"
     common = ["--tokenizer", tok, "--no-progress"]
     cli(d, "build", "--kind", "text", "--input", ctx["text_corpus"], "--out", str(folder / "text"), *common)
-    cli(d, "build", "--kind", "speech", "--input", ctx["units_manifest"], "--out", str(folder / "speech"), *common)
-    cli(d, "build", "--kind", "interleaved", "--input", ctx["units_manifest"], "--out", str(folder / "interleaved"),
+    # The units manifest (with its inline word alignments) parsed once into a pack; speech kinds build from it.
+    pack = str(folder / "units.spiritpack")
+    cli(d, "pack", "--input", ctx["units_manifest"], "--out", pack, "--no-progress")
+    cli(d, "build", "--kind", "speech", "--input", pack, "--out", str(folder / "speech"), *common)
+    cli(d, "build", "--kind", "interleaved", "--input", pack, "--out", str(folder / "interleaved"),
         "--variants", "2", "--text-span", "2,5", "--speech-span", "2,4", *common)
     blend = folder / "blend.json"
     report = cli(d, "mixture", "--speech", str(folder / "speech"), "--interleaved", str(folder / "interleaved"),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ragged import Ragged, offsets_of, ranges
+from .ragged import Ragged, offsets_of
 
 TEXT, SPEECH = 0, 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -97,66 +97,40 @@ def sample_spans(n_words: np.ndarray, keys: np.ndarray, cfg: SpanConfig = SpanCo
 class Segments:
     """The interleaved layout of a batch: segments (merged spans) in order, each text or speech.
 
-    ``units``: per segment, indices into the batch's unit arrays (empty for text); ``first``/``end``: words of the
-    segment (utterance-local); ``per_record``: offsets of each utterance's segments.
+    ``first``/``end``: words of the segment (utterance-local); ``units``: how many units a speech segment emits
+    (0 for text); ``per_record``: offsets of each utterance's segments.
     """
 
     record: np.ndarray
     modality: np.ndarray
     first: np.ndarray
     end: np.ndarray
-    units: Ragged
+    units: np.ndarray
     per_record: np.ndarray
 
 
 def clock_shift(span_s: np.ndarray) -> np.ndarray:
-    """Per utterance, the offset that puts the batch on one time line: utterance ``r``'s times (all in
-    ``[0, span_s[r])``) move past every earlier utterance's, so one ``searchsorted`` serves the whole batch."""
+    """Per utterance (or segment), the offset that puts the batch on one time line: item ``r``'s times (all in
+    ``[0, span_s[r])``) move past every earlier item's, so one ``searchsorted`` or sort serves the whole batch."""
     return np.concatenate([[0.0], np.cumsum(np.asarray(span_s, dtype=np.float64) + 1.0)[:-1]])
 
 
-@dataclass
-class UnitTimes:
-    """The units of a batch as the merge holds them: per stream (in the merge's concatenation order) each unit's
-    start frame, the stream's frame rate and the units per utterance; ``order``: token ``k`` of the merged stream
-    is element ``order[k]`` of the streams' concatenation (``None``: the concatenation itself)."""
-
-    starts: list[np.ndarray]
-    rates: list[float]
-    lengths: list[np.ndarray]
-    order: np.ndarray | None
-    token_times: np.ndarray | None = None  # start times on the batch clock, in token order (if the merge has them)
-
-
-def assign_units(words: Ragged, word_starts: np.ndarray, shift: np.ndarray, units: UnitTimes, spans: Spans) -> Segments:
+def assign_units(words: Ragged, word_starts: np.ndarray, shift: np.ndarray, unit_times: list[np.ndarray],
+                 spans: Spans) -> tuple[Segments, list[np.ndarray]]:
     """Apply the rule of the module doc to a batch: which units each span emits; then drop empty speech spans and
-    join neighbouring text spans. ``shift``: :func:`clock_shift` of spans covering every word start and unit time.
-    Each utterance must have at least one word.
+    join neighbouring text spans.
+
+    ``unit_times``: per unit stream, each unit's start time on the batch clock (utterance ``r``'s times moved by
+    ``shift[r]``, :func:`clock_shift`), in time order within each utterance. Each utterance must have at least one
+    word. Returns the segments and, per stream, the segment each unit is emitted in (-1: in a text segment).
     """
     # A span starts at its first word's start; an utterance's first span at -inf (just before its clock).
     start = word_starts[words.offsets[spans.record] + spans.first] + shift[spans.record]
     opening = spans.first == 0
     start[opening] = shift[spans.record[opening]] - 0.5
-    tt = units.token_times
-    order = None
-    if tt is not None and not np.any(tt[1:] < tt[:-1]):
-        # Token order is time order (as it nearly always is): a span's units are the tokens from its start on.
-        count = np.diff(np.append(np.searchsorted(tt, start, side="left"), len(tt)))
-    else:
-        # Each stream is in time order within an utterance: its units per span are a searchsorted of span starts.
-        span_ids = np.arange(len(start), dtype=np.int64)
-        count = np.zeros(len(start), dtype=np.int64)
-        span_of = []
-        for starts, rate, n in zip(units.starts, units.rates, units.lengths):
-            t = starts * (1.0 / rate) + np.repeat(shift, n)
-            c = np.diff(np.append(np.searchsorted(t, start, side="left"), len(t)))
-            count += c
-            span_of.append(np.repeat(span_ids, c))
-        span_of_unit = np.concatenate(span_of)
-        if units.order is not None:
-            span_of_unit = span_of_unit[units.order]
-        order = np.argsort(span_of_unit, kind="stable")  # each span's units in token order
-    bounds = offsets_of(count)
+    # Each stream is in time order: its units per span are one searchsorted of the span starts.
+    counts = [np.diff(np.append(np.searchsorted(t, start, side="left"), len(t))) for t in unit_times]
+    count = np.sum(counts, axis=0) if counts else np.zeros(len(start), dtype=np.int64)
     modality = np.where((spans.modality == SPEECH) & (count == 0), TEXT, spans.modality)
     # Segments: a speech span alone; runs of text spans of one utterance joined.
     opens = np.ones(len(modality), dtype=bool)
@@ -165,8 +139,9 @@ def assign_units(words: Ragged, word_starts: np.ndarray, shift: np.ndarray, unit
     seg_last = np.append(seg_first[1:], len(modality)) - 1
     seg_mod = modality[seg_first]
     seg_rec = spans.record[seg_first]
-    n_units = np.where(seg_mod == SPEECH, count[seg_first], 0)
-    idx = ranges(bounds[seg_first], n_units)
-    unit_idx = Ragged(idx if order is None else order[idx], offsets_of(n_units))
-    return Segments(seg_rec, seg_mod, spans.first[seg_first], spans.end[seg_last], unit_idx,
-                    offsets_of(np.bincount(seg_rec, minlength=len(words))))
+    segment_of_span = np.where(modality == SPEECH, np.cumsum(opens) - 1, -1)
+    segments_of_units = [np.repeat(segment_of_span, c) for c in counts]
+    return (Segments(seg_rec, seg_mod, spans.first[seg_first], spans.end[seg_last],
+                     np.where(seg_mod == SPEECH, count[seg_first], 0),
+                     offsets_of(np.bincount(seg_rec, minlength=len(words)))),
+            segments_of_units)

@@ -22,10 +22,10 @@ import numpy as np
 
 from ..tokenizer.tokenizer import SpiritTokenizer
 from ..tokenizer.units import HUBERT_MERGE_RATE
-from ..tokenizer.vocab import HUBERT, PITCH, STYLE, SPECIAL_TOKEN_RE, SpiritVocab
+from ..tokenizer.vocab import HUBERT, PITCH, SPECIAL_TOKEN_RE, STYLE, SpiritVocab, Stream
 from .alignments import AlignmentSource
-from .batch import RecordBatch, RecordError, RecordParser, Reject
-from .interleave import TEXT, SpanConfig, UnitTimes, assign_units, clock_shift, record_keys, sample_spans
+from .batch import RecordBatch, RecordError, RecordParser, Reject, StreamColumn
+from .interleave import TEXT, SpanConfig, assign_units, clock_shift, record_keys, sample_spans
 from .ragged import Ragged, concat_rows, offsets_of, ranges
 from .word_tokens import WordTokens
 
@@ -65,8 +65,9 @@ class ChunkResult:
     seen_ids: list[str] = field(default_factory=list)
 
 
-def batch_clock(batch: RecordBatch) -> np.ndarray:
-    """:func:`~.interleave.clock_shift` of a batch: covers every unit's time and merge key, and every word."""
+def batch_extent(batch: RecordBatch) -> np.ndarray:
+    """Per record, a time (s) beyond every unit's start time and merge key and every word start: what
+    :func:`~.interleave.clock_shift` needs to put a batch on one time line."""
     span = batch.duration.copy()
     for name, col in batch.streams.items():
         slowest = min(col.rate.min(initial=np.inf), HUBERT_MERGE_RATE if name == "hubert" else np.inf)
@@ -74,41 +75,33 @@ def batch_clock(batch: RecordBatch) -> np.ndarray:
     if len(batch.word_starts):
         has = batch.words.lengths > 0
         span[has] = np.maximum(span[has], np.maximum.reduceat(batch.word_starts, batch.words.offsets[:-1][has]))
-    return clock_shift(span)
+    return span
 
 
-def merged_units(batch: RecordBatch, vocab: SpiritVocab, shift: np.ndarray,
-                 with_times: bool = True) -> tuple[Ragged, UnitTimes]:
-    """Every record's unit token ids (HuBERT only, or the expressive time-merge) and where each comes from.
-
-    The expressive merge is :func:`~megatron_spirit.tokenizer.units.merge_runs` for all records at once: streams
-    concatenated style, pitch, HuBERT (all records each), each record's clock moved by ``shift``
-    (:func:`batch_clock`), one stable sort. Each stream block is already sorted, so the sort merges three runs.
-    """
+def unit_streams(batch: RecordBatch, vocab: SpiritVocab, dtype) -> list[tuple[Stream, StreamColumn, np.ndarray,
+                                                                             np.ndarray]]:
+    """The flavor's unit streams in the merge's concatenation order (style, pitch, HuBERT, as the release
+    concatenates them): each stream's column, token ids and merge keys (seconds at the merge rate, record-local)."""
     hu = batch.streams["hubert"]
-    if vocab.flavor == "base":
-        ids = hu.units.values.astype(np.int64) + vocab.stream_offset(HUBERT)
-        times = UnitTimes([hu.starts], [HUBERT.rate], [hu.units.lengths], None,
-                          hu.starts * (1.0 / HUBERT.rate) + np.repeat(shift, hu.units.lengths) if with_times else None)
-        return Ragged(ids, hu.units.offsets - hu.units.offsets[0]), times
-    parts = [(STYLE, batch.streams["style"], None), (PITCH, batch.streams["pitch"], None),
-             (HUBERT, hu, HUBERT_MERGE_RATE)]
-    keys, times = [], []
+    parts = [(HUBERT, hu, HUBERT_MERGE_RATE)]
+    if vocab.flavor == "expressive":
+        parts = [(STYLE, batch.streams["style"], None), (PITCH, batch.streams["pitch"], None)] + parts
+    out = []
     for stream, col, merge_rate in parts:
-        n = col.units.lengths
         inv = 1.0 / (col.rate if merge_rate is None else np.full(len(batch), merge_rate))
-        scale = inv[0] if len(inv) and np.all(inv == inv[0]) else np.repeat(inv, n)  # one rate: a scalar
-        clock = np.repeat(shift, n)
-        keys.append(col.starts * scale + clock)
-        if with_times:
-            times.append(col.starts * (1.0 / stream.rate) + clock)
-    order = np.argsort(np.concatenate(keys), kind="stable")
-    ids = np.concatenate([col.units.values.astype(np.int64) + vocab.stream_offset(stream) for stream, col, _ in parts])
-    counts = sum(col.units.lengths for _, col, _ in parts)
-    unit_times = UnitTimes([col.starts for _, col, _ in parts], [stream.rate for stream, _, _ in parts],
-                           [col.units.lengths for _, col, _ in parts], order,
-                           np.concatenate(times)[order] if with_times else None)
-    return Ragged(ids[order], offsets_of(counts)), unit_times
+        scale = inv[0] if len(inv) and np.all(inv == inv[0]) else np.repeat(inv, col.units.lengths)  # one rate
+        ids = col.units.values.astype(dtype) + dtype(vocab.stream_offset(stream))
+        out.append((stream, col, ids, col.starts * scale))
+    return out
+
+
+def merge(ids: list[np.ndarray], keys: list[np.ndarray]) -> np.ndarray:
+    """The expressive merge (:func:`~megatron_spirit.tokenizer.units.merge_runs`) of many records or segments at
+    once: ``keys`` already hold each item's clock shift, so one stable sort of the concatenation (style, pitch,
+    HuBERT: ties keep that order) orders every item; each stream is sorted, so the sort merges a few runs."""
+    if len(ids) == 1:
+        return ids[0]
+    return np.concatenate(ids)[np.argsort(np.concatenate(keys), kind="stable")]
 
 
 class SequenceBuilder:
@@ -126,10 +119,15 @@ class SequenceBuilder:
         self.parser = RecordParser(alignment=cfg.kind == "interleaved", transcript=cfg.kind in ("asr", "tts"),
                                    alignments=self.alignments)
         self.words = WordTokens(self.sp)
-        self._track_ids = cfg.kind == "interleaved" and self.alignments is not None and self.alignments.table is not None
+        self._track_ids = (cfg.kind == "interleaved" and self.alignments is not None
+                           and self.alignments.table is not None)
         v = self.vocab
         self.bos, self.eos = self.tok.bos_id, self.tok.eos_id
         self.text_id, self.speech_id = v.text_id, v.speech_id
+
+    @property
+    def _id_dtype(self):
+        return np.dtype(self.out_dtype).type
 
     # Entry points ----------------------------------------------------------------------------------------------
     def process(self, lines: list[bytes], file: str, first_line: int, encode_threads: int = 1) -> ChunkResult:
@@ -150,13 +148,17 @@ class SequenceBuilder:
         counts = {"speech_seconds": float(batch.duration.sum())}
         hist = np.zeros((2, HIST_BINS), dtype=np.int64) if self.cfg.kind == "interleaved" else None
         while True:
-            shift = batch_clock(batch)
-            units, times = merged_units(batch, self.vocab, shift, with_times=self.cfg.kind == "interleaved")
+            extent = batch_extent(batch)
+            streams = unit_streams(batch, self.vocab, self._id_dtype)
             if self.cfg.kind == "interleaved":
-                seqs, bad = zip(*(self._interleaved(batch, units, times, shift, v) for v in range(nvar)))
+                seqs, bad = zip(*(self._interleaved(batch, extent, streams, v) for v in range(nvar)))
                 bad = np.unique(np.concatenate(bad))
             else:
-                seq, bad = self._paired(batch, units)
+                shift = clock_shift(extent)
+                units = merge([ids for _, _, ids, _ in streams],
+                              [key + np.repeat(shift, col.units.lengths) for _, col, _, key in streams])
+                per_record = offsets_of(sum(col.units.lengths for _, col, _, _ in streams))
+                seq, bad = self._paired(batch, Ragged(units, per_record))
                 seqs = (seq,)
             if len(bad) == 0:
                 break
@@ -168,7 +170,7 @@ class SequenceBuilder:
         if hist is not None:
             np.add.at(hist, (seqs[0][1][0], np.minimum(seqs[0][1][1], HIST_BINS - 1)), 1)
             seqs = [s for s, _ in seqs]
-        ids_out = [s.values.astype(self.out_dtype) for s in seqs]
+        ids_out = [s.values.astype(self.out_dtype, copy=False) for s in seqs]
         lengths_out = [s.lengths for s in seqs]
         rejects.sort(key=lambda r: (r.file, r.line))
         return ChunkResult(ids_out, lengths_out, rejects, self._counts(ids_out[0], len(batch), counts), hist)
@@ -204,30 +206,40 @@ class SequenceBuilder:
         n = len(batch)
         const = Ragged.constant
         if self.cfg.kind == "speech":
-            return concat_rows([const(n, [self.bos, self.speech_id]), units, const(n, [self.eos])]), np.zeros(0, int)
+            seq = concat_rows([const(n, [self.bos, self.speech_id]), units, const(n, [self.eos])], self.out_dtype)
+            return seq, np.zeros(0, dtype=np.int64)
         text = self.words.encode(batch.lexicon, batch.transcript)
         bad = np.flatnonzero(text.lengths == 0)
         if self.cfg.kind == "asr":
             parts = [const(n, [self.bos, self.speech_id]), units, const(n, [self.text_id]), text, const(n, [self.eos])]
         else:
             parts = [const(n, [self.bos, self.text_id]), text, const(n, [self.speech_id]), units, const(n, [self.eos])]
-        return concat_rows(parts), bad
+        return concat_rows(parts, self.out_dtype), bad
 
-    def _interleaved(self, batch: RecordBatch, units: Ragged, times: UnitTimes, shift: np.ndarray, variant: int):
+    def _interleaved(self, batch: RecordBatch, extent: np.ndarray, streams: list, variant: int):
         """One variant's interleaved sequences, ((segment modality, segment words) for the histogram), and the
         records with a text segment that encodes to nothing."""
         spans = sample_spans(batch.words.lengths, record_keys(self.cfg.seed, variant, batch.ids), self.cfg.spans)
-        seg = assign_units(batch.words, batch.word_starts, shift, times, spans)
+        shift = clock_shift(extent)
+        times = [col.starts * (1.0 / stream.rate) + np.repeat(shift, col.units.lengths)
+                 for stream, col, _, _ in streams]
+        seg, seg_of_units = assign_units(batch.words, batch.word_starts, shift, times, spans)
+        # Only the units that speech segments emit are merged, each segment on its own clock (so a segment's
+        # units stay together and keep the merge's order).
+        seg_shift = clock_shift(extent[seg.record])
+        keep = [so >= 0 for so in seg_of_units]
+        emitted = merge([ids[k] for (_, _, ids, _), k in zip(streams, keep)],
+                        [key[k] + seg_shift[so[k]] for (_, _, _, key), so, k in zip(streams, seg_of_units, keep)])
+        speech = Ragged(emitted, offsets_of(seg.units))
         is_text = seg.modality == TEXT
         n_words = np.where(is_text, seg.end - seg.first, 0)
         seg_words = Ragged(batch.words.values[ranges(batch.words.offsets[seg.record] + seg.first, n_words)],
                            offsets_of(n_words))
         text = self.words.encode(batch.lexicon, seg_words)
-        speech = Ragged(units.values[seg.units.values], seg.units.offsets)
         marker = Ragged(np.where(is_text, self.text_id, self.speech_id), np.arange(len(is_text) + 1))
-        body = concat_rows([marker, text, speech]).group(seg.per_record)
+        body = concat_rows([marker, text, speech], self.out_dtype).group(seg.per_record)
         n = len(batch)
-        seq = concat_rows([Ragged.constant(n, [self.bos]), body, Ragged.constant(n, [self.eos])])
+        seq = concat_rows([Ragged.constant(n, [self.bos]), body, Ragged.constant(n, [self.eos])], self.out_dtype)
         bad = np.unique(seg.record[is_text & (text.lengths == 0)])
         return (seq, (seg.modality, seg.end - seg.first)), bad
 
@@ -276,8 +288,9 @@ class SequenceBuilder:
         body = Ragged(np.fromiter(chain.from_iterable(keep), dtype=np.int64, count=int(lens.sum())),
                       offsets_of(lens[lens > 0]))
         n = len(keep)
-        seq = concat_rows([Ragged.constant(n, [self.bos, self.text_id]), body, Ragged.constant(n, [self.eos])])
-        ids = seq.values.astype(self.out_dtype)
+        seq = concat_rows([Ragged.constant(n, [self.bos, self.text_id]), body, Ragged.constant(n, [self.eos])],
+                          self.out_dtype)
+        ids = seq.values
         return ChunkResult([ids], [seq.lengths], rejects, self._counts(ids, n, {}))
 
     def _counts(self, ids: np.ndarray, documents: int, counts: dict) -> dict:
