@@ -83,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--alignments", default=None,
                    help="word alignments for records without inline 'words': CTM, JSON/JSONL, or a folder of "
                    "<id>.TextGrid / <id>.json")
+    k.add_argument("--workers", type=int, default=1, help="parsing processes (the pack is the same)")
     k.add_argument("--overwrite", action="store_true", help="rewrite even if the pack is complete")
     k.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -124,8 +125,14 @@ def _build(args) -> int:
 
     cfg = SequenceConfig(args.kind, args.json_key, SpanConfig(*args.text_span, *args.speech_span),
                          args.variants, args.seed)
-    if args.kind == "interleaved" and args.alignments is None:
+    from ..data.pack import is_pack
+
+    packed = any(is_pack(p) for p in args.input)
+    if args.kind == "interleaved" and args.alignments is None and not packed:
         print("spirit-data: note: no --alignments; records must carry 'words' inline", file=sys.stderr)
+    if args.kind != "text" and not packed:
+        print("spirit-data: note: building from JSONL; a pack (spirit-data pack) parses the manifest once and "
+              "builds several times faster", file=sys.stderr)
     s = build_dataset(args.input, args.out, args.tokenizer, cfg, flavor=args.flavor, alignments=args.alignments,
                       workers=args.workers, shard=parse_shard(args.shard), strict=args.strict,
                       overwrite=args.overwrite, progress=not args.no_progress,
@@ -146,7 +153,7 @@ def _pack(args) -> int:
     if is_pack(args.out) and not args.overwrite:
         print(f"{args.out}: already complete, skipped (--overwrite to rewrite)")
         return 0
-    m = pack_manifests(args.input, args.out, args.alignments, progress=not args.no_progress)
+    m = pack_manifests(args.input, args.out, args.alignments, workers=args.workers, progress=not args.no_progress)
     print(f"wrote {args.out}: {m['records']} records ({m['aligned']} with a usable alignment), streams "
           f"{', '.join(m['streams'])}, {m['lexicon']} distinct words, {m['rejected']} rejected "
           f"(see {args.out}/rejects.jsonl), {m['elapsed_s']:.1f} s")

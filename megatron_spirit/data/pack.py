@@ -15,6 +15,7 @@ Written under a temporary name and renamed when complete: a killed ``pack`` leav
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import sys
 import time
@@ -56,9 +57,33 @@ class _Columns:
         return {k: {"dtype": self.dtypes[k], "length": self.sizes[k]} for k in self.files}
 
 
-def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = None, *, progress: bool = True,
-                   chunk_bytes: int = 1 << 22) -> dict:
-    """Parse units manifests (JSONL; alignments inline or from ``alignments``) into the pack ``out``."""
+_PARSER: RecordParser | None = None
+
+
+def _parse(chunk):
+    path, first, lines, size = chunk
+    return _PARSER.parse(lines, path, first), size
+
+
+def _parsed(parser: RecordParser, chunks, workers: int):
+    """``((batch, rejects, seen ids), chunk bytes)`` per chunk, in input order, parsed in ``workers`` processes."""
+    global _PARSER
+    _PARSER = parser  # inherited by forked workers
+    try:
+        if workers <= 1:
+            yield from map(_parse, chunks)
+            return
+        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else None)
+        with ctx.Pool(workers) as pool:
+            yield from pool.imap(_parse, chunks)
+    finally:
+        _PARSER = None
+
+
+def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = None, *, workers: int = 1,
+                   progress: bool = True, chunk_bytes: int = 1 << 22) -> dict:
+    """Parse units manifests (JSONL; alignments inline or from ``alignments``) into the pack ``out``, in
+    ``workers`` processes."""
     from .writer import read_chunks
 
     inputs = [str(p) for p in inputs]
@@ -83,8 +108,9 @@ def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = Non
                    desc=f"pack {Path(out).name}", mininterval=1.0, file=sys.stderr)
     with atomic_dir(out) as tmp:
         cols = _Columns(tmp)
-        for path, first, lines, size in read_chunks(inputs, None, chunk_bytes=chunk_bytes):
-            batch, bad, seen_ids = parser.parse(lines, path, first)
+        for (batch, bad, seen_ids), size in _parsed(parser, read_chunks(inputs, None, chunk_bytes=chunk_bytes),
+                                                    workers):
+            path = batch.sources[0]
             rejects += bad
             seen.update(seen_ids)
             n = len(batch)

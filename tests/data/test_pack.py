@@ -120,3 +120,17 @@ def test_pack_cli_and_errors(tmp_path, inputs, tok_dir, capsys):
     (tmp_path / "bad.spiritpack").mkdir()
     assert data_main(["build", "--kind", "speech", "--input", str(tmp_path / "bad.spiritpack"),
                       "--tokenizer", tok_dir, "--out", str(tmp_path / "e")]) == 2
+
+
+def test_parallel_packing_gives_the_same_pack(tmp_path, inputs):
+    one = tmp_path / "one.spiritpack"
+    two = tmp_path / "two.spiritpack"
+    pack_manifests(inputs["files"], str(one), inputs["ctm"], progress=False, chunk_bytes=20_000)
+    pack_manifests(inputs["files"], str(two), inputs["ctm"], workers=2, progress=False, chunk_bytes=20_000)
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in two.iterdir()) and "hubert.units.bin" in names
+    for name in names:
+        if name != "pack.json":  # holds the elapsed time
+            assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    meta = [json.loads((p / "pack.json").read_text()) for p in (one, two)]
+    assert [dict(m, elapsed_s=0) for m in meta][0] == dict(meta[1], elapsed_s=0)
