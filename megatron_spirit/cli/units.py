@@ -102,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=2, help="audio reading threads")
     e.add_argument("--device", default="auto", help="auto (cuda when present; bf16 there), cpu, cuda, …")
     e.add_argument("--strict", action="store_true", help="a bad record is an error instead of a reject")
+    e.add_argument("--pack", action="store_true",
+                   help="also write units-I-of-N.spiritpack (spirit-data pack of the shard, with its inline word "
+                   "alignments): what spirit-data build reads fastest")
 
     c = sub.add_parser("synth-corpus", formatter_class=_FMT,
                        help="speak generated sentences with espeak-ng: wavs + manifest with word alignments",
@@ -168,6 +171,15 @@ def _run(args) -> int:
             print(f"shard {shard}/{n}: {s['written']} of {s['records']} records written, {s['rejected']} rejected "
                   f"{s['reject_reasons']}; {s['audio_hours']:.4f} audio-h in {s['seconds']:.1f} s "
                   f"({s['audio_hours_per_second']:.5f} audio-h/s) → {args.out}")
+        if args.pack:  # after the summary: a re-run of a finished shard still writes a missing pack
+            from ..data.pack import SUFFIX, is_pack, pack_manifests
+            from ..speech.extract import ShardPaths
+
+            units = ShardPaths.of(args.out, shard, n).units
+            target = units.with_suffix(SUFFIX)
+            if not is_pack(target):
+                m = pack_manifests([str(units)], str(target), progress=False)
+                print(f"packed {target}: {m['records']} records, {m['aligned']} with a usable alignment")
     elif args.cmd == "synth-corpus":
         from ..synth.espeak import write_corpus
         from ..synth.text import sentences

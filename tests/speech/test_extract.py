@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from megatron_spirit.cli.units import main, parser
+from megatron_spirit.data.pack import Pack
 from megatron_spirit.speech.manifest import UnitsRecord
 from megatron_spirit.tokenizer.units import dedup, string_to_units
 
@@ -97,10 +98,17 @@ def test_expressive_extraction_rejects_bad_input_and_round_trips(trained, bad_ma
 
 def test_batched_corpus_pass_equals_one_file_at_a_time(trained, espeak_corpus, tmp_path):
     assert _extract(trained, espeak_corpus, tmp_path / "big", "--flavor", "expressive", "--batch-seconds", "60") == 0
-    assert _extract(trained, espeak_corpus, tmp_path / "one", "--flavor", "expressive", "--batch-seconds", "0.1") == 0
+    assert _extract(trained, espeak_corpus, tmp_path / "one", "--flavor", "expressive", "--batch-seconds", "0.1",
+                    "--pack") == 0
     a = [json.loads(x)["units"] for x in (tmp_path / "big" / "units-00000-of-00001.jsonl").read_text().splitlines()]
     b = [json.loads(x)["units"] for x in (tmp_path / "one" / "units-00000-of-00001.jsonl").read_text().splitlines()]
     assert a == b
+    # --pack: the shard's pack, with the espeak corpus's word alignments, holds the same units.
+    pack = Pack(tmp_path / "one" / "units-00000-of-00001.spiritpack").batch()
+    assert len(pack) == len(b) and np.all(pack.align_problem == 0)
+    for i, units in enumerate(b):
+        assert pack.streams["pitch"].units.row(i).tolist() == units["pitch"]["units"]
+        assert len(pack.words.row(i)) > 0
 
 
 def test_shards_partition_and_resume(trained, espeak_corpus, tmp_path, capsys):
