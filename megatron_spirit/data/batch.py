@@ -44,6 +44,23 @@ class RecordError(ValueError):
         self.reason, self.detail, self.rid = reason, detail, rid
 
 
+def decode_record(raw: bytes, parse=loads) -> dict | None:
+    """One JSONL line as a JSON object (``None`` for a blank line); bad bytes or JSON are a :class:`RecordError`."""
+    try:
+        s = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecordError("invalid_utf8", f"byte {e.start}: {e.reason}") from e
+    if not s.strip():
+        return None
+    try:
+        obj = parse(s)
+    except json.JSONDecodeError as e:
+        raise RecordError("invalid_json", str(e)) from e
+    if not isinstance(obj, dict):
+        raise RecordError("invalid_json", "a line is not a JSON object")
+    return obj
+
+
 def units_record(obj: dict[str, Any], where: str) -> UnitsRecord:
     """A units-manifest record; also any JSONL whose ``units`` is a plain list/string of frame-level HuBERT units
     (25 Hz) or a dict of plain per-frame lists per stream."""
@@ -191,18 +208,9 @@ class RecordParser:
             line = first_line + k
             obj = None
             try:
-                try:
-                    s = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise RecordError("invalid_utf8", f"byte {e.start}: {e.reason}") from e
-                if not s.strip():
+                obj = decode_record(raw)
+                if obj is None:
                     continue
-                try:
-                    obj = loads(s)
-                except json.JSONDecodeError as e:
-                    raise RecordError("invalid_json", str(e)) from e
-                if not isinstance(obj, dict):
-                    raise RecordError("invalid_json", "a line is not a JSON object")
                 if "id" in obj:
                     seen.append(str(obj["id"]))
                 rec = units_record(obj, f"{file}:{line}")

@@ -24,7 +24,7 @@ from ..tokenizer.tokenizer import SpiritTokenizer
 from ..tokenizer.units import HUBERT_MERGE_RATE
 from ..tokenizer.vocab import HUBERT, PITCH, SPECIAL_TOKEN_RE, STYLE, SpiritVocab, Stream
 from .alignments import AlignmentSource
-from .batch import RecordBatch, RecordError, RecordParser, Reject, StreamColumn
+from .batch import RecordBatch, RecordError, RecordParser, Reject, StreamColumn, decode_record
 from .interleave import TEXT, SpanConfig, assign_units, clock_shift, record_keys, sample_spans
 from .ragged import Ragged, concat_rows, offsets_of, ranges
 from .word_tokens import WordTokens
@@ -252,18 +252,9 @@ class SequenceBuilder:
             line = first_line + k
             obj = None
             try:
-                try:
-                    s = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise RecordError("invalid_utf8", f"byte {e.start}: {e.reason}") from e
-                if not s.strip():
+                obj = decode_record(raw, json.loads)
+                if obj is None:
                     continue
-                try:
-                    obj = json.loads(s)
-                except json.JSONDecodeError as e:
-                    raise RecordError("invalid_json", str(e)) from e
-                if not isinstance(obj, dict):
-                    raise RecordError("invalid_json", "a line is not a JSON object")
                 text = obj.get(self.cfg.json_key)
                 if not isinstance(text, str):
                     raise RecordError("missing_text", f"no string field {self.cfg.json_key!r}", obj.get("id"))

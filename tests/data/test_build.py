@@ -161,6 +161,15 @@ def test_asr_tts(tmp_path, corpus, tok_dir, kind):
         assert d == (units + text if kind == "asr" else text + units)
 
 
+def assert_same_bytes(folder, reference: str, others: list[str], suffixes=("",)):
+    """Datasets ``folder/<other><suffix>`` are byte-identical to ``folder/<reference><suffix>`` (.bin and .idx)."""
+    for suffix in suffixes:
+        for ext in (".bin", ".idx"):
+            ref = Path(folder, f"{reference}{suffix}{ext}").read_bytes()
+            for other in others:
+                assert Path(folder, f"{other}{suffix}{ext}").read_bytes() == ref, (other, suffix, ext)
+
+
 def test_workers_and_shards_give_identical_bytes(tmp_path, corpus, tok_dir):
     cfg = SequenceConfig("interleaved", variants=2)
     kw = dict(progress=False, chunk_bytes=20_000)
@@ -172,11 +181,7 @@ def test_workers_and_shards_give_identical_bytes(tmp_path, corpus, tok_dir):
     assert sorted(groups) == [str(tmp_path / "sh_v0"), str(tmp_path / "sh_v1")]
     for out, inputs in groups.items():
         merge_datasets(out, inputs)
-    for v in ("_v0", "_v1"):
-        for ext in (".bin", ".idx"):
-            ref = Path(tmp_path / f"w1{v}{ext}").read_bytes()
-            assert Path(tmp_path / f"w2{v}{ext}").read_bytes() == ref
-            assert Path(tmp_path / f"sh{v}{ext}").read_bytes() == ref
+    assert_same_bytes(tmp_path, "w1", ["w2", "sh"], ["_v0", "_v1"])
     merged = json.loads(Path(tmp_path / "sh_v0.summary.json").read_text())
     assert merged["documents"] == 120 and merged["merged_from"] == groups[str(tmp_path / "sh_v0")]
 

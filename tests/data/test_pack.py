@@ -14,7 +14,7 @@ from megatron_spirit.data.sequences import SequenceConfig
 from megatron_spirit.data.writer import build_dataset, find_shards, merge_datasets
 
 from .corpus import make_corpus, write_jsonl
-from .test_build import _bad_inputs
+from .test_build import _bad_inputs, assert_same_bytes
 
 SUMMARY_KEYS = ("documents", "tokens", "text_tokens", "speech_tokens", "speech_seconds", "rejected",
                 "rejects_by_reason")
@@ -63,11 +63,7 @@ def test_pack_shards_and_workers_equal_the_whole(tmp_path, inputs, tok_dir):
         build_dataset([inputs["pack"], inputs["pack"]], str(tmp_path / "sh"), tok_dir, cfg, shard=(i, 3), **kw)
     for out, shards in find_shards(str(tmp_path / "sh")).items():
         merge_datasets(out, shards)
-    for v in ("_v0", "_v1"):
-        for ext in (".bin", ".idx"):
-            ref = Path(tmp_path / f"w1{v}{ext}").read_bytes()
-            assert Path(tmp_path / f"w2{v}{ext}").read_bytes() == ref
-            assert Path(tmp_path / f"sh{v}{ext}").read_bytes() == ref
+    assert_same_bytes(tmp_path, "w1", ["w2", "sh"], ["_v0", "_v1"])
     merged = json.loads(Path(tmp_path / "sh_v0.summary.json").read_text())
     assert merged["documents"] == whole["documents"] and merged["rejected"] == whole["rejected"]
 
