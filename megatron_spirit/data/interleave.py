@@ -112,7 +112,9 @@ class Segments:
 def clock_shift(span_s: np.ndarray) -> np.ndarray:
     """Per utterance (or segment), the offset that puts the batch on one time line: item ``r``'s times (all in
     ``[0, span_s[r])``) move past every earlier item's, so one ``searchsorted`` or sort serves the whole batch."""
-    return np.concatenate([[0.0], np.cumsum(np.asarray(span_s, dtype=np.float64) + 1.0)[:-1]])
+    shift = np.zeros(len(span_s))
+    shift[1:] = np.cumsum(np.asarray(span_s, dtype=np.float64) + 1.0)[:-1]
+    return shift
 
 
 def assign_units(words: Ragged, word_starts: np.ndarray, shift: np.ndarray, unit_times: list[np.ndarray],
@@ -136,7 +138,7 @@ def assign_units(words: Ragged, word_starts: np.ndarray, shift: np.ndarray, unit
     opens = np.ones(len(modality), dtype=bool)
     opens[1:] = (modality[1:] == SPEECH) | (modality[:-1] == SPEECH) | (spans.record[1:] != spans.record[:-1])
     seg_first = np.flatnonzero(opens)
-    seg_last = np.append(seg_first[1:], len(modality)) - 1
+    seg_last = np.append(seg_first[1:], len(modality))[: len(seg_first)] - 1
     seg_mod = modality[seg_first]
     seg_rec = spans.record[seg_first]
     segment_of_span = np.where(modality == SPEECH, np.cumsum(opens) - 1, -1)

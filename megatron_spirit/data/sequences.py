@@ -69,9 +69,11 @@ def batch_extent(batch: RecordBatch) -> np.ndarray:
     """Per record, a time (s) beyond every unit's start time and merge key and every word start: what
     :func:`~.interleave.clock_shift` needs to put a batch on one time line."""
     span = batch.duration.copy()
-    for name, col in batch.streams.items():
-        slowest = min(col.rate.min(initial=np.inf), HUBERT_MERGE_RATE if name == "hubert" else np.inf)
-        span = np.maximum(span, col.frames / slowest)
+    for stream in (HUBERT, PITCH, STYLE):
+        col = batch.streams.get(stream.name)
+        if col is not None:  # times use the stream's rate, keys the record's (HuBERT: the merge rate)
+            slowest = min(col.rate.min(initial=np.inf), stream.rate, HUBERT_MERGE_RATE)
+            span = np.maximum(span, col.frames / slowest)
     if len(batch.word_starts):
         has = batch.words.lengths > 0
         span[has] = np.maximum(span[has], np.maximum.reduceat(batch.word_starts, batch.words.offsets[:-1][has]))
@@ -145,6 +147,11 @@ class SequenceBuilder:
         batch, more = self._usable(batch)
         rejects += more
         nvar = self.cfg.variants
+        if len(batch) == 0:  # nothing usable in this chunk (a batch of none may lack the expressive columns)
+            empty = [np.zeros(0, self.out_dtype) for _ in range(nvar)]
+            return ChunkResult(empty, [np.zeros(0, np.int64)] * nvar, sorted(rejects, key=lambda r: (r.file, r.line)),
+                               self._counts(empty[0], 0, {"speech_seconds": 0.0}),
+                               np.zeros((2, HIST_BINS), np.int64) if self.cfg.kind == "interleaved" else None)
         counts = {"speech_seconds": float(batch.duration.sum())}
         hist = np.zeros((2, HIST_BINS), dtype=np.int64) if self.cfg.kind == "interleaved" else None
         while True:

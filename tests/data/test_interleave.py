@@ -149,3 +149,12 @@ def test_token_order_and_time_order_disagree(tok_dir):
         builder = SequenceBuilder(tok_dir, SequenceConfig("interleaved", spans=cfg, seed=seed), "expressive")
         res = builder.process([json.dumps(d).encode()], "m.jsonl", 1)
         assert res.ids[0].tolist() == tok.encode(reference(d, "expressive", cfg, seed, 0), bos=True, eos=True)
+
+
+@pytest.mark.parametrize("kind", ["speech", "interleaved", "asr", "tts"])
+@pytest.mark.parametrize("flavor", ["base", "expressive"])
+def test_chunk_without_a_usable_record(tok_dir, kind, flavor):
+    builder = SequenceBuilder(tok_dir, SequenceConfig(kind), flavor)
+    res = builder.process([b'{"id": "x"}', b"not json", b""], "f.jsonl", 1)
+    assert [r.reason for r in res.rejects] == ["missing_units", "invalid_json"]
+    assert len(res.ids[0]) == 0 and len(res.lengths[0]) == 0 and res.counts["documents"] == 0
