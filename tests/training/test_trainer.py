@@ -101,6 +101,29 @@ def test_resume_at_another_layout(setup, reference):
         assert got[step] == pytest.approx(ref[step], abs=1e-5), step
 
 
+def test_resume_into_and_out_of_virtual_pipeline_stages(setup):
+    """A TP=2 checkpoint resumes at PP=2 with two virtual stages per rank (chunks model0/model1), and that run's
+    checkpoint resumes back at TP=2: both continue the uninterrupted run's losses."""
+    root, cfg = setup
+    four = ["model.num_layers=4", "checkpoint.save_interval=4"]
+    base = root / "vpp_ref"
+    run_train(2, _args(cfg, base, "parallel.tp=2", "schedule.train_steps=12", *four), base)
+    ref = losses(base / "logs" / "metrics.jsonl")
+    vpp = root / "vpp"
+    (vpp / "ckpt").mkdir(parents=True)
+    shutil.copytree(base / "ckpt" / "iter_0000004", vpp / "ckpt" / "iter_0000004")
+    out = run_train(2, _args(cfg, vpp, "parallel.pp=2", "parallel.vpp=2", "schedule.train_steps=8", *four), vpp)
+    assert "pp=2 vpp=2" in out and "saved layout {'tp': 2, 'pp': 1, 'dp': 1}" in out
+    back = root / "vpp_back"
+    (back / "ckpt").mkdir(parents=True)
+    shutil.copytree(vpp / "ckpt" / "iter_0000008", back / "ckpt" / "iter_0000008")
+    run_train(2, _args(cfg, back, "parallel.tp=2", "schedule.train_steps=12", *four), back)
+    got = losses(vpp / "logs" / "metrics.jsonl") | losses(back / "logs" / "metrics.jsonl")
+    assert sorted(got) == list(range(5, 13))
+    for step in got:
+        assert got[step] == pytest.approx(ref[step], abs=1e-5), (step, got[step], ref[step])
+
+
 def test_distributed_optimizer_resume_same_and_other_layout(setup):
     root, cfg = setup
     base = root / "distopt"
