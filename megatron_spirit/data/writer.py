@@ -276,9 +276,12 @@ def build_dataset(
                    mininterval=1.0, file=sys.stderr)
     try:
         encode_threads = 1
+        if strict and rejects:  # a pack's lines that were no record at all
+            r = rejects[0]
+            raise DataBuildError(f"{r.file}:{r.line}: record {r.id!r} rejected: {r.reason}: {r.detail}")
         for n_chunk, (size, res) in enumerate(_ordered_results(builder, tasks, workers, encode_threads), 1):
-            if strict and (res.rejects or rejects):
-                r = (rejects or res.rejects)[0]
+            if strict and res.rejects:
+                r = res.rejects[0]
                 raise DataBuildError(f"{r.file}:{r.line}: record {r.id!r} rejected: {r.reason}: {r.detail}")
             rejects += res.rejects
             for r in res.rejects:

@@ -11,7 +11,7 @@ from megatron_spirit.data.alignments import parse_word_list
 from megatron_spirit.data.interleave import SpanConfig
 from megatron_spirit.data.pack import Pack, is_pack, pack_manifests
 from megatron_spirit.data.sequences import SequenceConfig
-from megatron_spirit.data.writer import build_dataset, find_shards, merge_datasets
+from megatron_spirit.data.writer import DataBuildError, build_dataset, find_shards, merge_datasets
 
 from .corpus import make_corpus, write_jsonl
 from .test_build import _bad_inputs, assert_same_bytes
@@ -130,3 +130,10 @@ def test_parallel_packing_gives_the_same_pack(tmp_path, inputs):
             assert (one / name).read_bytes() == (two / name).read_bytes(), name
     meta = [json.loads((p / "pack.json").read_text()) for p in (one, two)]
     assert [dict(m, elapsed_s=0) for m in meta][0] == dict(meta[1], elapsed_s=0)
+
+
+def test_strict_build_from_a_pack_stops_at_the_first_bad_line(tmp_path, inputs, tok_dir):
+    with pytest.raises(DataBuildError, match=r"bad\.jsonl:9: record .* rejected: missing_units"):
+        build_dataset([inputs["pack"]], str(tmp_path / "s"), tok_dir, SequenceConfig("speech"), strict=True,
+                      progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
