@@ -74,6 +74,13 @@ def _child_main(target: str, args_file: str, result_file: str) -> int:
             pass
     sys.stdout.flush()
     sys.stderr.flush()
+    # os._exit skips the atexit hook that would stop this process's multiprocessing children (dist-checkpointing's
+    # save starts a Manager process): stop them here, or each rank leaves one orphaned.
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.terminate()
+        child.join(5)
     # Skip interpreter teardown: gloo threads of a failed peer can hang it.
     os._exit(code)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,9 +22,9 @@ class Job:
             env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(nprocs), LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",
                        MASTER_PORT=str(port), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
             env.pop("SLURM_PROCID", None)
-            self.procs.append(subprocess.Popen(
+            self.procs.append(subprocess.Popen(  # own process group: see reap()
                 [sys.executable, "-m", "megatron_spirit.cli.train", *args], env=env,
-                stdout=open(self.logs[r], "w"), stderr=subprocess.STDOUT))
+                stdout=open(self.logs[r], "w"), stderr=subprocess.STDOUT, start_new_session=True))
 
     def signal(self, sig) -> None:
         for p in self.procs:
@@ -33,14 +34,25 @@ class Job:
     def wait(self, timeout: float = 300) -> list[int]:
         deadline = time.time() + timeout
         codes = []
+        try:
+            for p in self.procs:
+                try:
+                    codes.append(p.wait(timeout=max(1, deadline - time.time())))
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(f"training job timed out; rank 0 log:\n{self.output(0)[-4000:]}") from None
+        finally:
+            self.reap()
+        return codes
+
+    def reap(self) -> None:
+        """Kill whatever is left in the ranks' process groups: a rank killed with SIGKILL cannot stop its own
+        children (dist-checkpointing's Manager process), which would otherwise outlive the test."""
         for p in self.procs:
             try:
-                codes.append(p.wait(timeout=max(1, deadline - time.time())))
-            except subprocess.TimeoutExpired:
-                for q in self.procs:
-                    q.kill()
-                raise AssertionError(f"training job timed out; rank 0 log:\n{self.output(0)[-4000:]}")
-        return codes
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            p.wait()
 
     def output(self, rank: int = 0) -> str:
         return self.logs[rank].read_text()
