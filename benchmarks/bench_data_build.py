@@ -11,6 +11,14 @@ with word alignments. Times are in-process wall times of ``build_dataset`` (read
 imports; a CLI run adds ~4-6 s of Python/megatron-core start-up.
 
     python benchmarks/bench_data_build.py --mb 60 --out bench_out/data
+    python benchmarks/bench_data_build.py --megatron-lm ~/Megatron-LM     # + Megatron-LM's preprocess_data.py
+
+Megatron-LM's tool runs from its own checkout (tag core_v0.16.1, matching the installed megatron-core) on the same
+JSONL and sentencepiece model. Its `megatron.training` package imports `six` and, through megatron-core, a Triton
+kernel module at start-up; on a CPU machine without Triton, give `--megatron-lm-pythonpath` a folder with `six`
+and a `sitecustomize.py` that puts a stand-in for
+`megatron.core.transformer.custom_layers.batch_invariant_kernels` into `sys.modules` (text preprocessing never
+calls it).
 """
 from __future__ import annotations
 
@@ -103,6 +111,48 @@ def speech_manifest(path: Path, n: int, words: list[str], seconds: tuple[int, in
             f.write(rec.to_json() + "\n")
 
 
+def side_by_side(args, text_path: Path, tok_dir: str, out: Path, workers: list[int]) -> dict:
+    """Megatron-LM's tools/preprocess_data.py and `spirit-data build --kind text` as processes on the same corpus
+    and sentencepiece model: wall time including start-up, tokens counted from each one's .idx."""
+    import subprocess
+
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in [args.megatron_lm, args.megatron_lm_pythonpath, os.environ.get("PYTHONPATH", "")] if p))
+    runs = {
+        "megatron_lm": lambda w, prefix: [sys.executable, f"{args.megatron_lm}/tools/preprocess_data.py", "--input",
+                                          str(text_path), "--output-prefix", prefix, "--tokenizer-type",
+                                          "SentencePieceTokenizer", "--tokenizer-model", f"{tok_dir}/tokenizer.model",
+                                          "--workers", str(w), "--append-eod"],
+        "spirit_data": lambda w, prefix: [sys.executable, "-m", "megatron_spirit.cli.data", "build", "--kind", "text",
+                                          "--input", str(text_path), "--tokenizer", tok_dir, "--out", prefix,
+                                          "--workers", str(w), "--overwrite", "--no-progress"],
+    }
+    results: dict = {}
+    for w in workers:
+        for name, argv in runs.items():
+            prefix = str(out / f"{name}_w{w}")
+            best = float("inf")
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                r = subprocess.run(argv(w, prefix), env=env if name == "megatron_lm" else None, capture_output=True,
+                                   text=True)
+                if r.returncode != 0:
+                    raise RuntimeError(f"{name} failed:\n{r.stderr[-3000:]}")
+                best = min(best, time.perf_counter() - t0)
+            written = prefix + "_text_document" if name == "megatron_lm" else prefix
+            ds = IndexedDataset(written)  # kept alive while its arrays (views of its mmap) are read
+            tokens = int(ds.sequence_lengths.sum())
+            del ds
+            results[f"{name}_w{w}"] = {"wall_s": best, "tokens": tokens, "tok_s": tokens / best}
+        a, b = results[f"megatron_lm_w{w}"], results[f"spirit_data_w{w}"]
+        print(f"text  workers={w} as processes (start-up included): Megatron-LM preprocess_data.py {a['wall_s']:.1f} s "
+              f"({a['tok_s'] / 1e6:.2f}M tok/s, {a['tokens']} tokens) | spirit-data build {b['wall_s']:.1f} s "
+              f"({b['tok_s'] / 1e6:.2f}M tok/s, {b['tokens']} tokens)")
+    return results
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=float, default=30.0, help="text corpus size (MB of JSONL)")
@@ -111,6 +161,11 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="1,2", help="worker counts to measure")
     ap.add_argument("--repeats", type=int, default=3, help="runs per measurement (best kept)")
     ap.add_argument("--out", default="bench_out/data", help="work folder (corpus, tokenizer, datasets)")
+    ap.add_argument("--megatron-lm", default=None, metavar="DIR",
+                    help="a Megatron-LM checkout (core_v0.16.1): also run its tools/preprocess_data.py on the same "
+                    "corpus and tokenizer, and `spirit-data build` as a process beside it (both timed with start-up)")
+    ap.add_argument("--megatron-lm-pythonpath", default="", metavar="PATHS",
+                    help="extra PYTHONPATH entries for Megatron-LM's tool (packages it imports that are not here)")
     args = ap.parse_args(argv)
 
     from megatron_spirit.data.interleave import SpanConfig
@@ -161,6 +216,9 @@ def main(argv=None) -> int:
               f"vs sentencepiece encode(num_threads={w}) {best_limit / 1e6:.2f}M tok/s "
               f"→ {100 * best_build / best_limit:.0f}% of the limit (best of {args.repeats}); CPU seconds "
               f"{cpu_build:.2f} vs {cpu_limit:.2f} → {100 * cpu_limit / cpu_build:.0f}% CPU efficiency")
+
+    if args.megatron_lm:
+        results["megatron_lm"] = side_by_side(args, text_path, tok_dir, out, workers)
 
     manifests = {}
     for kind in ("speech", "interleaved"):
