@@ -113,7 +113,8 @@ def build_gpt_datasets(
     ``samples``: sequences wanted per split (train = steps × global batch; None builds one pass). ``cache_dir``
     holds megatron's index caches; with it, megatron-core needs ``torch.distributed`` initialised (it asks the
     rank), as in training; without it, megatron-core writes GPTDataset caches under ``<prefix>/cache/`` beside
-    each dataset. Unused splits take 0 samples (not None) when the blend has weights, as megatron requires. ``is_built_on_rank``: megatron's callable (default: every rank builds).
+    each dataset. Unused splits take 0 samples (not None) when the blend has weights, as megatron requires.
+    ``is_built_on_rank``: megatron's callable (default: every rank builds).
     Items are megatron's dicts: ``tokens``, ``labels``, ``loss_mask``, ``position_ids`` (and ``attention_mask``).
     """
     import torch

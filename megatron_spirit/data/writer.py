@@ -341,12 +341,13 @@ def build_dataset(
         "variants": cfg.variants,
         "seed": cfg.seed,
         "spans": asdict(cfg.spans) if cfg.kind == "interleaved" else None,
-        "span_words_hist": {"text": hist[0].tolist(), "speech": hist[1].tolist()} if cfg.kind == "interleaved" else None,
+        "span_words_hist": ({"text": hist[0].tolist(), "speech": hist[1].tolist()} if cfg.kind == "interleaved"
+                            else None),
         "workers": workers,
         "elapsed_s": round(elapsed, 3),
         "tokens_per_s": round(totals["tokens"] / max(elapsed, 1e-9), 1),
     }
-    for k, p in enumerate(prefixes):
+    for p in prefixes:
         os.replace(p + ".bin.tmp", p + ".bin")
         os.replace(p + ".idx.tmp", p + ".idx")
     for k, p in enumerate(prefixes):  # the summary last: it marks the prefix complete
