@@ -1,4 +1,5 @@
-"""spirit-data: build Megatron indexed datasets of SpiRit sequences, merge shards, report statistics, plan the mixture."""
+"""spirit-data: pack units manifests, build Megatron indexed datasets of SpiRit sequences, merge shards, report
+statistics, plan the mixture."""
 from __future__ import annotations
 
 import argparse
@@ -219,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..data.writer import DataBuildError
 
     try:
-        return {"build": _build, "pack": _pack, "merge": _merge, "stats": _stats, "mixture": _mixture}[args.command](args)
+        commands = {"build": _build, "pack": _pack, "merge": _merge, "stats": _stats, "mixture": _mixture}
+        return commands[args.command](args)
     except (ValueError, FileNotFoundError, DataBuildError) as e:
         print(f"spirit-data {args.command}: error: {e}", file=sys.stderr)
         return 2

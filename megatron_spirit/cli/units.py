@@ -100,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
                    "CPU, where padded batches were measured slower: benchmarks/bench_units_hubert.py)")
     e.add_argument("--max-chunk-seconds", type=float, default=100.0, help="longest piece given to HuBERT")
     e.add_argument("--workers", type=int, default=2, help="audio reading threads")
+    e.add_argument("--f0-workers", type=int, default=0,
+                   help="processes for the F0 tracker (expressive): pYAAPT runs at ~5x real time per core and holds "
+                   "the GIL, so on GPU nodes give it the node's spare CPUs; 0 runs it in the reading threads")
     e.add_argument("--device", default="auto", help="auto (cuda when present; bf16 there), cpu, cuda, …")
     e.add_argument("--strict", action="store_true", help="a bad record is an error instead of a reject")
     e.add_argument("--pack", action="store_true",
@@ -164,7 +167,8 @@ def _run(args) -> int:
         batch_seconds = args.batch_seconds
         if batch_seconds is None:
             batch_seconds = 200.0 if ex.featurizer.device.type == "cuda" else 0.0
-        s = extract_shard(args.manifest, args.out, ex, shard, n, batch_seconds, args.strict, args.workers)
+        s = extract_shard(args.manifest, args.out, ex, shard, n, batch_seconds, args.strict, args.workers,
+                          f0_workers=args.f0_workers)
         if s["skipped"]:
             print(f"shard {shard}/{n} already done ({s['written']} records): skipped")
         else:

@@ -9,9 +9,10 @@ padded batches of at most ``batch_seconds`` of (padded) audio; audio is read by 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,7 +26,8 @@ from .corpus import AudioItem, read_manifest, shard_slice
 from .hubert import HubertFeaturizer
 from .kmeans import KMeansQuantizer
 from .manifest import StreamUnits, UnitsRecord
-from .pitch import PitchQuantizer, extract_f0
+from .f0 import extract_f0
+from .pitch import PitchQuantizer
 from .style import style_units
 
 
@@ -66,12 +68,17 @@ class UnitExtractor:
         """Shortest audio with one HuBERT frame."""
         return self.featurizer.geometry.receptive_field
 
-    def f0(self, wav: np.ndarray):
-        """F0 track for the pitch units (None for the base flavor): the slow CPU part, run in loader threads."""
+    @property
+    def f0_args(self) -> tuple | None:
+        """``extract_f0``'s arguments after the waveform (None for the base flavor, which needs no F0)."""
         if self.flavor != "expressive":
             return None
         c = self.pitch.cfg
-        return extract_f0(wav, c.method, c.hop, c.f0_min, c.f0_max)
+        return c.method, c.hop, c.f0_min, c.f0_max
+
+    def f0(self, wav: np.ndarray):
+        """F0 track for the pitch units (None for the base flavor): the slow CPU part, run off the model's path."""
+        return None if self.f0_args is None else extract_f0(wav, *self.f0_args)
 
     def __call__(self, wavs: list[np.ndarray], speakers: list[str | None] | None = None,
                  f0s: list | None = None) -> list[dict[str, StreamUnits]]:
@@ -125,8 +132,13 @@ def _batches(items: list[tuple[AudioItem, float]], batch_seconds: float) -> Iter
 
 def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtractor, shard: int = 0,
                   num_shards: int = 1, batch_seconds: float = 200.0, strict: bool = False, workers: int = 2,
-                  progress: bool = True) -> dict:
-    """Write one shard's units, rejects and summary; return the summary (``skipped`` if already done)."""
+                  progress: bool = True, f0_workers: int = 0) -> dict:
+    """Write one shard's units, rejects and summary; return the summary (``skipped`` if already done).
+
+    ``workers`` threads read audio. The F0 tracker runs in those threads, or with ``f0_workers`` > 0 in that many
+    processes: pYAAPT is pure Python at about 5× real time per core and holds the GIL, so threads cannot share
+    it out, and on a GPU node it would otherwise be what the model waits for.
+    """
     from tqdm import tqdm
 
     paths = ShardPaths.of(out_dir, shard, num_shards)
@@ -158,11 +170,17 @@ def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtr
     lines: dict[str, str] = {}
     done_hours = 0.0
 
+    f0_pool = None
+    if f0_workers > 0 and extractor.f0_args is not None:  # spawn: the parent holds threads and maybe CUDA
+        f0_pool = ProcessPoolExecutor(f0_workers, mp_context=multiprocessing.get_context("spawn"))
+
     def load(it: AudioItem):
         try:
             wav = load_audio(it.path, extractor.min_samples, it.expected_rate, it.expected_duration)
         except AudioError as e:
             return e
+        if f0_pool is not None:
+            return wav, f0_pool.submit(extract_f0, wav, *extractor.f0_args).result()
         return wav, extractor.f0(wav)
 
     batches = list(_batches(sized, batch_seconds))
@@ -171,33 +189,40 @@ def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtr
         total_hours += sum(d for _, d in b) / 3600
     bar = tqdm(total=total_hours, desc=f"shard {shard}/{num_shards}", disable=not progress, mininterval=2,
                bar_format="{l_bar}{bar}| {n:.4f}/{total:.4f} audio-h [{elapsed}<{remaining}{postfix}]")
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        # Files are read (and their F0 tracked) by the pool, one file per task, two batches ahead of the model
-        # (bounded, so a shard's audio is never all in memory).
-        pending: deque = deque()
-        for bi, batch in enumerate(batches):
-            while len(pending) < 3 and bi + len(pending) < len(batches):
-                pending.append([pool.submit(load, it) for it, _ in batches[bi + len(pending)]])
-            futures = pending.popleft()
-            good = []
-            for (it, dur), fut in zip(batch, futures):
-                got = fut.result()
-                if isinstance(got, AudioError):
-                    reject(it, got.reason)
-                else:
-                    good.append((it, got))
-            if good:
-                units = extractor([g[0] for _, g in good], [it.speaker for it, _ in good], [g[1] for _, g in good])
-                for (it, (wav, _)), streams in zip(good, units):
-                    rec = UnitsRecord(it.id, len(wav) / SAMPLE_RATE, streams,
-                                      {k: v for k, v in it.fields.items() if k != "duration"}
-                                      | {"path": str(it.path)})
-                    lines[it.id] = rec.to_json()
-            hours = sum(d for _, d in batch) / 3600
-            done_hours += hours
-            bar.update(hours)
-            bar.set_postfix_str(f"{done_hours / max(time.perf_counter() - t0, 1e-9):.4g} audio-h/s", refresh=False)
-    bar.close()
+    try:
+        ahead = max(3, f0_workers + 2)  # batches in flight: enough to keep every F0 process busy
+        with ThreadPoolExecutor(max(1, workers, f0_workers)) as pool:
+            # Files are read (and their F0 tracked) by the pool, one file per task, a few batches ahead of the
+            # model (bounded, so a shard's audio is never all in memory).
+            pending: deque = deque()
+            for bi, batch in enumerate(batches):
+                while len(pending) < ahead and bi + len(pending) < len(batches):
+                    pending.append([pool.submit(load, it) for it, _ in batches[bi + len(pending)]])
+                futures = pending.popleft()
+                good = []
+                for (it, dur), fut in zip(batch, futures):
+                    got = fut.result()
+                    if isinstance(got, AudioError):
+                        reject(it, got.reason)
+                    else:
+                        good.append((it, got))
+                if good:
+                    units = extractor([g[0] for _, g in good], [it.speaker for it, _ in good],
+                                      [g[1] for _, g in good])
+                    for (it, (wav, _)), streams in zip(good, units):
+                        rec = UnitsRecord(it.id, len(wav) / SAMPLE_RATE, streams,
+                                          {k: v for k, v in it.fields.items() if k != "duration"}
+                                          | {"path": str(it.path)})
+                        lines[it.id] = rec.to_json()
+                hours = sum(d for _, d in batch) / 3600
+                done_hours += hours
+                bar.update(hours)
+                speed = done_hours / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix_str(f"{speed:.4g} audio-h/s", refresh=False)
+        bar.close()
+    finally:
+        if f0_pool is not None:
+            f0_pool.shutdown(cancel_futures=True)
     written, out = set(), []  # input order; an id seen twice keeps its first record only
     for it in items:
         if it.id in lines and it.id not in written:

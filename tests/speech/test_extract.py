@@ -111,6 +111,13 @@ def test_batched_corpus_pass_equals_one_file_at_a_time(trained, espeak_corpus, t
         assert len(pack.words.row(i)) > 0
 
 
+def test_f0_in_worker_processes_gives_the_same_units(trained, espeak_corpus, tmp_path):
+    assert _extract(trained, espeak_corpus, tmp_path / "t", "--flavor", "expressive") == 0
+    assert _extract(trained, espeak_corpus, tmp_path / "p", "--flavor", "expressive", "--f0-workers", "2") == 0
+    a = (tmp_path / "t" / "units-00000-of-00001.jsonl").read_text()
+    assert a == (tmp_path / "p" / "units-00000-of-00001.jsonl").read_text() and '"pitch"' in a
+
+
 def test_shards_partition_and_resume(trained, espeak_corpus, tmp_path, capsys):
     out = tmp_path / "s"
     for i in range(3):

@@ -29,7 +29,7 @@ def test_acf_follows_a_glide_and_marks_silence_unvoiced():
     ok[145:205] = False  # frames whose window straddles the silence edges
     assert np.median(np.abs(f0[ok] - ref[ok]) / ref[ok]) < 0.03
     # Long files are tracked in blocks of frames (bounded memory): the result does not depend on the block size.
-    from megatron_spirit.speech.pitch import _acf
+    from megatron_spirit.speech.f0 import _acf
 
     assert np.array_equal(_acf(wav, 80, 50.0, 500.0, block=37).astype(np.float32), f0)
 
