@@ -4,12 +4,14 @@ JSON costs about 30 bytes per unit token to read, and reading it is most of a sp
 times (flavors, kinds, span settings, seeds), but parsed once here. A pack is a folder ``NAME.spiritpack``::
 
     pack.json           format, sources (file, size), record count, columns (dtype, length), problems
-    ids.json            record ids            lexicon.json   normalised words (ids of words/transcript index it)
+    lexicon.json        normalised words (the words and transcript columns index it)
     rejects.jsonl       lines that are no usable record at all (file, line, reason), reported by every build
-    <column>.bin        raw little-endian arrays: a RecordBatch's fields (source, line, duration, per-stream
-                        units/starts/offsets/frames/rate, words, word_starts, transcript, problems, ...)
+    <column>.bin        raw little-endian arrays: a RecordBatch's fields (record ids as UTF-8 bytes + offsets, source,
+                        line, duration, per-stream units/starts/offsets/frames/rate, words, word_starts, transcript,
+                        problems, ...)
 
-Columns are memory-mapped on read, so a build of one shard of a pack reads only that shard's records.
+Columns are memory-mapped on read, record ids included (decoded one chunk at a time), so a build of one shard of
+a pack reads only that shard's records and forked workers share one copy of everything.
 Written under a temporary name and renamed when complete: a killed ``pack`` leaves nothing that looks finished.
 """
 from __future__ import annotations
@@ -94,7 +96,7 @@ def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = Non
     parser = RecordParser(alignment=True, transcript=True, alignments=source)
     lexicon: dict[str, int] = {}
     problems: dict[tuple[str, str], int] = {}
-    ids: list[str] = []
+    records = 0
     rejects: list[Reject] = []
     seen: set[str] = set()
     lengths: dict[str, list[np.ndarray]] = {}
@@ -114,11 +116,14 @@ def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = Non
             rejects += bad
             seen.update(seen_ids)
             n = len(batch)
-            ids += batch.ids
+            records += n
             lex = np.fromiter((lexicon.setdefault(w, len(lexicon)) for w in batch.lexicon), dtype=np.int32,
                               count=len(batch.lexicon))
             prob = np.zeros(len(batch.problems) + 1, dtype=np.int32)
             prob[1:] = [problems.setdefault(p, len(problems) + 1) for p in batch.problems]
+            encoded = [i.encode("utf-8", "surrogatepass") for i in batch.ids]
+            cols.add("ids", np.frombuffer(b"".join(encoded), dtype=np.uint8), np.uint8)
+            lengths.setdefault("ids", []).append(np.fromiter(map(len, encoded), dtype=np.int64, count=n))
             cols.add("source", np.full(n, inputs.index(path)), np.int32)
             cols.add("line", batch.line, np.int64)
             cols.add("duration", batch.duration, np.float64)
@@ -150,7 +155,6 @@ def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = Non
         for name, parts in lengths.items():
             cols.add(f"{name}.offsets", offsets_of(np.concatenate(parts)), np.int64)
         columns = cols.close()
-        (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
         (tmp / "lexicon.json").write_text(json.dumps(list(lexicon), ensure_ascii=False), encoding="utf-8")
         (tmp / "rejects.jsonl").write_text(
             "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rejects), encoding="utf-8")
@@ -158,7 +162,7 @@ def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = Non
             "format": FORMAT,
             "sources": [{"file": p, "bytes": os.path.getsize(p)} for p in inputs],
             "alignments": None if alignments is None else str(alignments),
-            "records": len(ids),
+            "records": records,
             "streams": sorted(stream_names, key=["hubert", "pitch", "style"].index),
             "lexicon": len(lexicon),
             "aligned": int(np.count_nonzero(np.fromfile(tmp / "align_problem.bin", dtype="<i4") == 0)),
@@ -172,6 +176,34 @@ def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = Non
     if bar is not None:
         bar.close()
     return meta
+
+
+class PackedStrings(Sequence[str]):
+    """Strings stored as UTF-8 bytes + offsets (a memory-mapped column), decoded on access; slices are views."""
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray):
+        self.data, self.offsets = data, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            a, b, step = i.indices(len(self))
+            if step != 1:
+                return [self[k] for k in range(a, b, step)]
+            return PackedStrings(self.data, self.offsets[a : b + 1])
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return bytes(self.data[self.offsets[i] : self.offsets[i + 1]]).decode("utf-8", "surrogatepass")
+
+    def __iter__(self):
+        raw = bytes(self.data[self.offsets[0] : self.offsets[-1]])
+        base = int(self.offsets[0])
+        for a, b in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist()):
+            yield raw[a - base : b - base].decode("utf-8", "surrogatepass")
 
 
 class Pack:
@@ -206,7 +238,7 @@ class Pack:
                                              np.asarray(c(f"{name}.rate")))
             self._batch = RecordBatch(
                 [s["file"] for s in self.meta["sources"]], np.asarray(c("source")), np.asarray(c("line")),
-                json.loads((self.path / "ids.json").read_text("utf-8")), np.asarray(c("duration")), streams,
+                PackedStrings(c("ids"), np.asarray(c("ids.offsets"))), np.asarray(c("duration")), streams,
                 json.loads((self.path / "lexicon.json").read_text("utf-8")),
                 Ragged(c("words"), np.asarray(c("words.offsets"))), c("word_starts"),
                 Ragged(c("transcript"), np.asarray(c("transcript.offsets"))),

@@ -76,7 +76,9 @@ def test_pack_contents(inputs):
     assert meta["streams"] == ["hubert", "pitch", "style"]
     assert {r.reason for r in pack.rejects()} == {"missing_units", "unit_out_of_range", "invalid_utf8",
                                                   "invalid_json", "missing_units_record"}
-    assert b.ids[:3] == [r for r in json.loads(Path(inputs["pack"], "ids.json").read_text())[:3]]
+    lines = Path(inputs["files"][0]).read_text().splitlines()
+    assert list(b.ids[:3]) == [json.loads(x)["id"] for x in lines[:3]] and b.ids[-1] == "utt8_10"
+    assert b.ids[len(lines) - 1] == json.loads(lines[-1])["id"] and b.sources[b.source[-1]] == inputs["files"][1]
     first = json.loads(Path(inputs["files"][0]).read_text().splitlines()[0])
     assert b.streams["hubert"].units.row(0).tolist() == first["units"]["hubert"]["units"]
     assert [b.lexicon[i] for i in b.words.row(0)] == list(parse_word_list(first["words"]).words)
@@ -137,3 +139,15 @@ def test_strict_build_from_a_pack_stops_at_the_first_bad_line(tmp_path, inputs, 
         build_dataset([inputs["pack"]], str(tmp_path / "s"), tok_dir, SequenceConfig("speech"), strict=True,
                       progress=False)
     assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_record_ids_round_trip_through_the_pack(tmp_path):
+    recs = make_corpus(4, seed=2)
+    names = ["café/1", "日本語 2", "", 'a"b']
+    for r, name in zip(recs, names):
+        r["id"] = name
+    pack = tmp_path / "u.spiritpack"
+    pack_manifests([write_jsonl(tmp_path / "u.jsonl", recs)], str(pack), progress=False)
+    ids = Pack(pack).batch().ids
+    assert list(ids) == names and [ids[i] for i in range(4)] == names and list(ids[1:3]) == names[1:3]
+    assert ids[-1] == names[-1] and list(ids[::2]) == names[::2]
