@@ -21,7 +21,7 @@ from ..speech.manifest import UnitsRecord
 from ..tokenizer.vocab import STREAMS
 from .alignments import Alignment, AlignmentError, AlignmentSource, check_alignment, normalize_text, parse_word_list
 from .jsonl import loads
-from .ragged import Ragged
+from .ragged import Ragged, ranges
 
 _RATES = {s.name: s.rate for s in STREAMS}
 
@@ -99,8 +99,6 @@ class StreamColumn:
         return StreamColumn(self.units.slice(a, b), self.starts[lo:hi], self.frames[a:b], self.rate[a:b])
 
     def take(self, rows: np.ndarray) -> "StreamColumn":
-        from .ragged import ranges
-
         idx = ranges(self.units.offsets[rows], self.units.lengths[rows])
         return StreamColumn(self.units.take(rows), self.starts[idx], self.frames[rows], self.rate[rows])
 
@@ -140,8 +138,6 @@ class RecordBatch:
                            self.align_problem[a:b], self.text_problem[a:b], self.problems)
 
     def take(self, rows: np.ndarray) -> "RecordBatch":
-        from .ragged import ranges
-
         rows = np.asarray(rows, dtype=np.int64)
         widx = ranges(self.words.offsets[rows], self.words.lengths[rows])
         return RecordBatch(self.sources, self.source[rows], self.line[rows], [self.ids[i] for i in rows.tolist()],

@@ -67,7 +67,6 @@ class Spans:
     modality: np.ndarray
     first: np.ndarray
     end: np.ndarray
-    per_record: np.ndarray  # offsets: spans of utterance r are per_record[r]:per_record[r + 1]
 
 
 def sample_spans(n_words: np.ndarray, keys: np.ndarray, cfg: SpanConfig = SpanConfig()) -> Spans:
@@ -90,7 +89,7 @@ def sample_spans(n_words: np.ndarray, keys: np.ndarray, cfg: SpanConfig = SpanCo
     keep = start < n_words[rec]
     end = np.minimum(end, n_words[rec])
     rec, modality, start, end = rec[keep], modality[keep], start[keep], end[keep]
-    return Spans(rec, modality, start, end, offsets_of(np.bincount(rec, minlength=len(n_words))))
+    return Spans(rec, modality, start, end)
 
 
 @dataclass

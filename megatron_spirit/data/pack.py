@@ -17,7 +17,6 @@ Written under a temporary name and renamed when complete: a killed ``pack`` leav
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ import numpy as np
 from ..utils.atomic import atomic_dir
 from .alignments import AlignmentSource
 from .batch import RecordBatch, RecordParser, Reject, StreamColumn
+from .ordered_pool import ordered_map
 from .ragged import Ragged, offsets_of
 
 FORMAT = "megatron_spirit.pack/1"
@@ -67,21 +67,6 @@ def _parse(chunk):
     return _PARSER.parse(lines, path, first), size
 
 
-def _parsed(parser: RecordParser, chunks, workers: int):
-    """``((batch, rejects, seen ids), chunk bytes)`` per chunk, in input order, parsed in ``workers`` processes."""
-    global _PARSER
-    _PARSER = parser  # inherited by forked workers
-    try:
-        if workers <= 1:
-            yield from map(_parse, chunks)
-            return
-        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else None)
-        with ctx.Pool(workers) as pool:
-            yield from pool.imap(_parse, chunks)
-    finally:
-        _PARSER = None
-
-
 def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = None, *, workers: int = 1,
                    progress: bool = True, chunk_bytes: int = 1 << 22) -> dict:
     """Parse units manifests (JSONL; alignments inline or from ``alignments``) into the pack ``out``, in
@@ -94,6 +79,8 @@ def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = Non
             raise FileNotFoundError(f"input {p} not found")
     source = AlignmentSource(alignments) if alignments else None
     parser = RecordParser(alignment=True, transcript=True, alignments=source)
+    global _PARSER
+    _PARSER = parser  # inherited by forked workers
     lexicon: dict[str, int] = {}
     problems: dict[tuple[str, str], int] = {}
     records = 0
@@ -110,8 +97,8 @@ def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = Non
                    desc=f"pack {Path(out).name}", mininterval=1.0, file=sys.stderr)
     with atomic_dir(out) as tmp:
         cols = _Columns(tmp)
-        for (batch, bad, seen_ids), size in _parsed(parser, read_chunks(inputs, None, chunk_bytes=chunk_bytes),
-                                                    workers):
+        chunks = read_chunks(inputs, None, chunk_bytes=chunk_bytes)
+        for (batch, bad, seen_ids), size in ordered_map(_parse, chunks, workers):
             path = batch.sources[0]
             rejects += bad
             seen.update(seen_ids)

@@ -132,10 +132,10 @@ class SequenceBuilder:
         return np.dtype(self.out_dtype).type
 
     # Entry points ----------------------------------------------------------------------------------------------
-    def process(self, lines: list[bytes], file: str, first_line: int, encode_threads: int = 1) -> ChunkResult:
+    def process(self, lines: list[bytes], file: str, first_line: int) -> ChunkResult:
         """Build the sequences of ``lines`` (raw bytes of JSONL lines ``first_line``, ``first_line + 1``, …)."""
         if self.cfg.kind == "text":
-            return self._text(lines, file, first_line, encode_threads)
+            return self._text(lines, file, first_line)
         batch, rejects, seen = self.parser.parse(lines, file, first_line)
         res = self.process_batch(batch, rejects)
         res.seen_ids = seen if self._track_ids else []
@@ -189,13 +189,11 @@ class SequenceBuilder:
         detail = np.full(len(batch), "", dtype=object)
         hu = batch.streams["hubert"]
         if self.vocab.flavor == "expressive":
-            for name in ("pitch", "style"):
-                lacks = batch.streams[name].frames < 0 if name in batch.streams else np.ones(len(batch), bool)
-                for i in np.flatnonzero(lacks & (reason == "")).tolist():
-                    missing = [s for s in ("pitch", "style")
-                               if s not in batch.streams or batch.streams[s].frames[i] < 0]
-                    reason[i] = "bad_units"
-                    detail[i] = f"record {batch.ids[i]!r}: expressive flavor needs {' and '.join(missing)} units"
+            lacks = {name: batch.streams[name].frames < 0 if name in batch.streams else np.ones(len(batch), bool)
+                     for name in ("pitch", "style")}
+            for i in np.flatnonzero(lacks["pitch"] | lacks["style"]).tolist():
+                missing = " and ".join(name for name, lack in lacks.items() if lack[i])
+                reason[i], detail[i] = "bad_units", f"record {batch.ids[i]!r}: expressive flavor needs {missing} units"
         for i in np.flatnonzero((hu.units.lengths == 0) & (reason == "")).tolist():
             reason[i], detail[i] = "empty_units", "the record has no units"
         problem = {"interleaved": batch.align_problem, "asr": batch.text_problem, "tts": batch.text_problem}
@@ -250,7 +248,7 @@ class SequenceBuilder:
         bad = np.unique(seg.record[is_text & (text.lengths == 0)])
         return (seq, (seg.modality, seg.end - seg.first)), bad
 
-    def _text(self, lines: list[bytes], file: str, first_line: int, encode_threads: int) -> ChunkResult:
+    def _text(self, lines: list[bytes], file: str, first_line: int) -> ChunkResult:
         """``<s>[Text]document</s>`` per JSONL document: one batched sentencepiece call for the chunk."""
         rejects: list[Reject] = []
         texts: list[str] = []
@@ -275,7 +273,7 @@ class SequenceBuilder:
                 continue
             texts.append(text)
             where.append((line, obj.get("id")))
-        encoded = self.sp.encode(texts, num_threads=encode_threads) if texts else []
+        encoded = self.sp.encode(texts) if texts else []
         lens = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
         for d in np.flatnonzero(lens == 0).tolist():  # sentencepiece gave nothing: never a bare marker
             line, rid = where[d]

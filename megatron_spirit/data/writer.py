@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import json
-import multiprocessing as mp
 import os
 import re
 import signal
@@ -27,6 +26,7 @@ import numpy as np
 
 from ..utils.atomic import write_text
 from .batch import Reject
+from .ordered_pool import ordered_map
 from .pack import Pack, is_pack
 from .sequences import HIST_BINS, ChunkResult, SequenceBuilder, SequenceConfig
 
@@ -127,13 +127,15 @@ _BUILDER: SequenceBuilder | None = None
 _PACKS: list = []
 
 
-def _work(task) -> ChunkResult:
-    """One chunk: ``("lines", file, first line, lines)`` of JSONL, or ``("pack", pack index, a, b)`` records."""
+def _work(item) -> tuple[int, ChunkResult]:
+    """One chunk and its size: ``("lines", file, first line, lines)`` of JSONL, or ``("pack", pack index, a, b)``
+    records."""
+    task, size = item
     if task[0] == "pack":
         _, k, a, b = task
-        return _BUILDER.process_batch(_PACKS[k].batch().slice(a, b))
+        return size, _BUILDER.process_batch(_PACKS[k].batch().slice(a, b))
     _, path, first, lines = task
-    return _BUILDER.process(lines, path, first)
+    return size, _BUILDER.process(lines, path, first)
 
 
 def pack_chunks(packs, shard: tuple[int, int] | None, chunk_units: int = 1 << 19) -> Iterator[tuple[tuple, int]]:
@@ -152,31 +154,6 @@ def pack_chunks(packs, shard: tuple[int, int] | None, chunk_units: int = 1 << 19
             end = min(max(end, a + 1), b)
             yield ("pack", k, a, end), end - a
             a = end
-
-
-def _ordered_results(builder: SequenceBuilder, tasks, workers: int, encode_threads: int) -> Iterator:
-    """``(task size, ChunkResult)`` in input order; a bounded number of chunks in flight."""
-    global _BUILDER
-    _BUILDER = builder  # inherited by forked workers: no pickling of the tokenizer, alignments or packs
-    if workers <= 1:
-        for task, size in tasks:
-            if task[0] == "lines":
-                yield size, builder.process(task[3], task[1], task[2], encode_threads)
-            else:
-                yield size, _work(task)
-        return
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else None)
-    with ctx.Pool(workers) as pool:
-        pending: collections.deque = collections.deque()
-        for task, size in tasks:
-            pending.append((size, pool.apply_async(_work, (task,))))
-            if len(pending) >= 2 * workers + 2:
-                size0, res = pending.popleft()
-                yield size0, res.get()
-        while pending:
-            size0, res = pending.popleft()
-            yield size0, res.get()
-    _BUILDER = None
 
 
 # Building ---------------------------------------------------------------------------------------------------
@@ -222,7 +199,7 @@ def build_dataset(
     """Build the dataset(s) of ``inputs`` under ``out``; return the summary (``skipped`` when already done)."""
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-    global _PACKS
+    global _PACKS, _BUILDER
     inputs = [str(p) for p in inputs]
     packed = [is_pack(p) for p in inputs]
     for p, is_packed in zip(inputs, packed):
@@ -261,8 +238,8 @@ def build_dataset(
                         if cfg.kind == "interleaved" or r.reason != "missing_units_record"]
             by_reason.update(r.reason for r in rejects)
         chunk_units = max(1, chunk_bytes // 2)  # ~ as many tokens as a JSONL chunk of chunk_bytes holds, or more
-        tasks = pack_chunks(_PACKS, shard, chunk_units)
-        total, unit = sum(a for _, a in pack_chunks(_PACKS, shard, chunk_units)), "rec"
+        tasks = list(pack_chunks(_PACKS, shard, chunk_units))
+        total, unit = sum(n for _, n in tasks), "rec"
     else:
         tasks = ((("lines", path, first, lines), size)
                  for path, first, lines, size in read_chunks(inputs, shard, chunk_bytes=chunk_bytes))
@@ -275,11 +252,11 @@ def build_dataset(
         bar = tqdm(total=total, unit=unit, unit_scale=True, desc=f"{cfg.kind} {Path(out).name}",
                    mininterval=1.0, file=sys.stderr)
     try:
-        encode_threads = 1
         if strict and rejects:  # a pack's lines that were no record at all
             r = rejects[0]
             raise DataBuildError(f"{r.file}:{r.line}: record {r.id!r} rejected: {r.reason}: {r.detail}")
-        for n_chunk, (size, res) in enumerate(_ordered_results(builder, tasks, workers, encode_threads), 1):
+        _BUILDER = builder  # inherited by forked workers: no pickling of the tokenizer, alignments or packs
+        for n_chunk, (size, res) in enumerate(ordered_map(_work, tasks, workers), 1):
             if strict and res.rejects:
                 r = res.rejects[0]
                 raise DataBuildError(f"{r.file}:{r.line}: record {r.id!r} rejected: {r.reason}: {r.detail}")
@@ -316,7 +293,7 @@ def build_dataset(
             _remove(Path(p + ".bin.tmp"), Path(p + ".idx.tmp"))
         raise
     finally:
-        _PACKS = []
+        _PACKS, _BUILDER = [], None
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - t0

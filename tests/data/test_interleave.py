@@ -24,7 +24,7 @@ def test_span_lengths_alternation_and_first_modality(cfg):
     spans = sample_spans(n_words, record_keys(7, 0, [f"u{k}" for k in range(600)]), cfg)
     firsts, lengths = [], {TEXT: set(), SPEECH: set()}
     for r, n in enumerate(n_words.tolist()):
-        s = slice(spans.per_record[r], spans.per_record[r + 1])
+        s = slice(*np.searchsorted(spans.record, [r, r + 1]))
         mod, a, b = spans.modality[s].tolist(), spans.first[s].tolist(), spans.end[s].tolist()
         assert (spans.record[s] == r).all()
         assert a[0] == 0 and b[-1] == n
