@@ -13,10 +13,9 @@ from pathlib import Path
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
 from ..utils.atomic import atomic_dir
+from .files import SPIRIT_META, TOKENIZER_MODEL
+from .tokenizer import SpiritTokenizer
 from .vocab import SpiritVocab, check_flavor, new_tokens
-
-TOKENIZER_MODEL = "tokenizer.model"
-SPIRIT_META = "spirit_tokenizer.json"
 
 
 def load_model_proto(path: str | os.PathLike) -> sp_pb2.ModelProto:
@@ -106,7 +105,5 @@ def build_tokenizer(base_model: str | os.PathLike, out_dir: str | os.PathLike, f
             for extra in ("LICENSE", "LICENSE.txt", "USE_POLICY.md"):
                 if (base_path / extra).is_file():
                     shutil.copy(base_path / extra, tmp / extra)
-        from .tokenizer import SpiritTokenizer
-
         SpiritTokenizer(tmp).check()
     return out_dir

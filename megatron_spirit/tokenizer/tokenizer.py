@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import sentencepiece as spm
 
-from .build import SPIRIT_META, TOKENIZER_MODEL
+from .files import SPIRIT_META, TOKENIZER_MODEL
 from .vocab import SPECIAL_TOKEN_RE, TEXT_MARKER, SpiritVocab, check_flavor, new_tokens
 
 
