@@ -19,7 +19,7 @@ EXTRAS = {
     "audio": ["soundfile", "soxr", "scipy", "amfm_decompy", "faiss-cpu", "joblib"],
     "gpu": ["transformer-engine[pytorch]"],
     "align": ["nemo_toolkit[asr]"],
-    "dev": ["pytest", "pytest-xdist", "pytest-timeout", "hypothesis"],
+    "dev": ["pytest", "pytest-xdist", "pytest-timeout", "hypothesis", "praatio", "import-linter"],
 }
 
 setup(

@@ -21,6 +21,9 @@ import numpy as np
 NON_WORDS = frozenset({"", "sil", "sp", "spn", "<sil>", "<b>", "<eps>", "<blank>", "<unk>", "[sil]"})
 #: Slack (s) for a word's end past the audio's duration: one HuBERT frame plus rounding in aligners' output.
 END_TOLERANCE = 0.05
+#: Slack (s) for a word starting before the previous one ends: half a 25 Hz frame, i.e. aligners' rounding to
+#: 10-20 ms frames. A larger overlap means the aligner (or a hand edit) got the words wrong.
+OVERLAP_TOLERANCE = 0.02
 
 
 class AlignmentError(ValueError):
@@ -121,6 +124,14 @@ def check_alignment(al: Alignment, duration: float | None, transcript: str | Non
     if np.any(np.diff(al.starts) < 0):
         i = int(np.flatnonzero(np.diff(al.starts) < 0)[0]) + 1
         raise AlignmentError("bad_times", f"word {i} {al.words[i]!r} starts before the word preceding it")
+    overlap = al.ends[:-1] - al.starts[1:]
+    if np.any(overlap > OVERLAP_TOLERANCE):
+        i = int(np.flatnonzero(overlap > OVERLAP_TOLERANCE)[0]) + 1
+        raise AlignmentError(
+            "overlapping_words",
+            f"word {i} {al.words[i]!r} starts at {al.starts[i]:.3f} s, before word {i - 1} {al.words[i - 1]!r} "
+            f"ends at {al.ends[i - 1]:.3f} s (more than {OVERLAP_TOLERANCE * 1000:.0f} ms of overlap)",
+        )
     if duration is not None and al.ends[-1] > duration + END_TOLERANCE:
         raise AlignmentError(
             "times_beyond_audio", f"last word ends at {al.ends[-1]:.3f} s, the audio lasts {duration:.3f} s"
@@ -177,16 +188,42 @@ def _word_entry_ok(item) -> bool:
 
 _TG_ITEM = re.compile(r'^\s*item\s*\[\d+\]\s*:', re.M)
 _TG_FIELD = re.compile(r'^\s*(name|class|xmin|xmax|text)\s*=\s*(".*"|\S+)\s*$', re.M)
+#: A token of Praat's short text format: a string (quotes doubled inside, may span lines) or a bare word/number.
+_TG_TOKEN = re.compile(r'"((?:[^"]|"")*)"|(\S+)')
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """Text as Praat and aligners save it: UTF-8 (with or without BOM) or UTF-16 with its BOM (Praat's choice
+    for non-ASCII TextGrids); anything else is an error naming the file and byte."""
+    raw = Path(path).read_bytes()
+    try:
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            return raw.decode("utf-16")
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise AlignmentError("bad_alignment", f"{path}: not UTF-8 or UTF-16 text (byte {e.start}: {e.reason})") from e
 
 
 def read_textgrid(path: str | os.PathLike, tier: str = "words") -> Alignment:
-    """A Praat TextGrid in the long text format (what MFA writes); the ``words`` tier, else the first interval tier."""
-    text = Path(path).read_text(encoding="utf-8-sig")
+    """A Praat TextGrid in the long (what MFA writes) or short text format; the ``words`` tier, else the first
+    interval tier."""
+    text = read_text_file(path)
     if "ooTextFile" not in text[:200]:
         raise AlignmentError("bad_alignment", f"{path}: not a Praat TextGrid (no ooTextFile header)")
-    blocks = _TG_ITEM.split(text)[1:]
+    tiers = _long_textgrid_tiers(text) if re.search(r"^\s*xmin\s*=", text, re.M) else _short_textgrid_tiers(text, path)
+    if not tiers:
+        raise AlignmentError("bad_alignment", f"{path}: no interval tier")
+    chosen = next((iv for name, iv in tiers if name == tier), tiers[0][1])
+    return Alignment.from_triples(chosen)
+
+
+def _unquote(value: str) -> str:
+    return value[1:-1].replace('""', '"') if value.startswith('"') else value  # Praat doubles inner quotes
+
+
+def _long_textgrid_tiers(text: str) -> list[tuple[str, list[tuple[str, float, float]]]]:
     tiers = []
-    for block in blocks:
+    for block in _TG_ITEM.split(text)[1:]:
         fields = _TG_FIELD.findall(block)
         head = {k: v.strip('"') for k, v in fields[:4]}
         if head.get("class") != "IntervalTier":
@@ -195,32 +232,53 @@ def read_textgrid(path: str | os.PathLike, tier: str = "words") -> Alignment:
         for key, value in fields[4:]:
             cur[key] = value
             if key == "text":
-                # Praat doubles quotes inside strings.
-                word = value[1:-1].replace('""', '"') if value.startswith('"') else value
-                intervals.append((word, float(cur["xmin"]), float(cur["xmax"])))
+                intervals.append((_unquote(value), float(cur["xmin"]), float(cur["xmax"])))
                 cur = {}
         tiers.append((head.get("name", ""), intervals))
-    if not tiers:
-        raise AlignmentError("bad_alignment", f"{path}: no interval tier")
-    chosen = next((iv for name, iv in tiers if name == tier), tiers[0][1])
-    return Alignment.from_triples(chosen)
+    return tiers
+
+
+def _short_textgrid_tiers(text: str, path) -> list[tuple[str, list[tuple[str, float, float]]]]:
+    """Praat's short format: after the header, ``xmin xmax <exists> n`` then per tier ``class name xmin xmax n``
+    and n items (interval tiers: ``xmin xmax text``; point tiers: ``time mark``)."""
+    toks = [(m.group(1).replace('""', '"') if m.group(1) is not None else m.group(2), m.group(1) is not None)
+            for m in _TG_TOKEN.finditer(text)]
+    try:
+        k = [i for i, (t, quoted) in enumerate(toks) if quoted][1] + 1  # past "ooTextFile" and "TextGrid"
+        if toks[k + 2][0] != "<exists>":
+            return []
+        n_tiers, k = int(toks[k + 3][0]), k + 4
+        tiers = []
+        for _ in range(n_tiers):
+            cls, name, n = toks[k][0], toks[k + 1][0], int(toks[k + 4][0])
+            k += 5
+            width = 3 if cls == "IntervalTier" else 2
+            items = toks[k:k + width * n]
+            if len(items) < width * n:
+                raise IndexError("tier ends early")
+            if cls == "IntervalTier":
+                tiers.append((name, [(items[j + 2][0], float(items[j][0]), float(items[j + 1][0]))
+                                     for j in range(0, len(items), 3)]))
+            k += width * n
+    except (IndexError, ValueError) as e:
+        raise AlignmentError("bad_alignment", f"{path}: malformed short-format TextGrid ({e})") from e
+    return tiers
 
 
 def read_ctm(path: str | os.PathLike) -> dict[str, Alignment]:
     """A CTM file (``utt channel start duration word [confidence ...]``, as NeMo's aligner writes) → per utterance."""
     per_utt: dict[str, list[tuple[str, float, float]]] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts or parts[0].startswith(";;"):
-                continue
-            if len(parts) < 5:
-                raise AlignmentError("bad_alignment", f"{path}:{n}: expected 'utt channel start dur word'")
-            try:
-                start, dur = float(parts[2]), float(parts[3])
-            except ValueError as e:
-                raise AlignmentError("bad_alignment", f"{path}:{n}: bad start/duration ({e})") from e
-            per_utt.setdefault(parts[0], []).append((parts[4], start, start + dur))
+    for n, line in enumerate(read_text_file(path).splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0].startswith(";;"):
+            continue
+        if len(parts) < 5:
+            raise AlignmentError("bad_alignment", f"{path}:{n}: expected 'utt channel start dur word'")
+        try:
+            start, dur = float(parts[2]), float(parts[3])
+        except ValueError as e:
+            raise AlignmentError("bad_alignment", f"{path}:{n}: bad start/duration ({e})") from e
+        per_utt.setdefault(parts[0], []).append((parts[4], start, start + dur))
     return {utt: Alignment.from_triples(sorted(t, key=lambda x: x[1])) for utt, t in per_utt.items()}
 
 
@@ -228,14 +286,14 @@ def read_json_alignments(path: str | os.PathLike) -> dict[str, Alignment]:
     """JSON (``{id: word list}`` or a list of ``{"id", "words"}``) or JSONL (one ``{"id", "words"}`` a line)."""
     path = Path(path)
     out: dict[str, Alignment] = {}
+    text = read_text_file(path)
     if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    d = json.loads(line)
-                    out[str(d["id"])] = parse_word_list(d, f"{path}:{n}")
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                d = json.loads(line)
+                out[str(d["id"])] = parse_word_list(d, f"{path}:{n}")
         return out
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(text)
     items = data.items() if isinstance(data, Mapping) else ((d["id"], d) for d in data)
     for rid, words in items:
         out[str(rid)] = parse_word_list(words, f"{path} {rid!r}")
@@ -243,7 +301,9 @@ def read_json_alignments(path: str | os.PathLike) -> dict[str, Alignment]:
 
 
 class AlignmentSource:
-    """Alignments by utterance id from a file (CTM, JSON, JSONL) or a folder of ``<id>.TextGrid``/``<id>.json``.
+    """Alignments by utterance id from a file (CTM, JSON, JSONL) or a folder of ``<id>.TextGrid``/``<id>.json``/
+    ``<id>.ctm`` (NeMo's forced aligner writes one CTM per utterance under ``ctm/words/``: that output folder
+    itself is accepted too).
 
     Folders are read lazily, one file per utterance, so a corpus of any size costs no memory up front.
     """
@@ -252,6 +312,8 @@ class AlignmentSource:
         self.path = Path(path)
         self.table: dict[str, Alignment] | None = None
         if self.path.is_dir():
+            if (self.path / "ctm" / "words").is_dir():
+                self.path = self.path / "ctm" / "words"
             return
         if not self.path.is_file():
             raise FileNotFoundError(f"alignments {self.path} not found")
@@ -278,5 +340,17 @@ class AlignmentSource:
                 return read_textgrid(p)
         p = self.path / f"{rid}.json"
         if p.is_file():
-            return parse_word_list(json.loads(p.read_text(encoding="utf-8")), str(p))
+            try:
+                obj = json.loads(read_text_file(p))
+            except json.JSONDecodeError as e:
+                raise AlignmentError("bad_alignment", f"{p}: not JSON ({e.msg}, line {e.lineno})") from e
+            return parse_word_list(obj, str(p))
+        p = self.path / f"{rid}.ctm"
+        if p.is_file():
+            table = read_ctm(p)
+            if rid in table:
+                return table[rid]
+            if len(table) == 1:  # NeMo names the utterance after its audio file, which need not be the record id
+                return next(iter(table.values()))
+            raise AlignmentError("bad_alignment", f"{p}: holds {len(table)} utterances, none named {rid!r}")
         return None

@@ -34,26 +34,52 @@ class AudioItem:
         return None if d is None else float(d)
 
 
-def read_manifest(path: str | Path) -> list[AudioItem]:
-    """All records; a malformed line is an error naming the file and line."""
+@dataclass(frozen=True)
+class BadLine:
+    """A manifest line that is no usable record; it keeps its place so sharding does not depend on it."""
+
+    path: Path
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+def read_manifest_lines(path: str | Path) -> list[AudioItem | BadLine]:
+    """Every non-empty line, as a record or as the reason it is none (not UTF-8, not JSON, no id/path)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such manifest")
-    items = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+    out: list[AudioItem | BadLine] = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
             try:
-                d = json.loads(line)
+                d = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                out.append(BadLine(path, n, f"not UTF-8 (byte {e.start} of the line: {e.reason})"))
+                continue
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from e
+                out.append(BadLine(path, n, f"not JSON ({e.msg})"))
+                continue
             if not isinstance(d, dict) or "id" not in d or "path" not in d:
-                raise ValueError(f"{path}:{n}: a record needs 'id' and 'path'")
+                out.append(BadLine(path, n, "a record needs 'id' and 'path'"))
+                continue
             p = Path(str(d.pop("path")))
             rid = str(d.pop("id"))
             d.pop("units", None)
-            items.append(AudioItem(rid, p if p.is_absolute() else path.parent / p, d))
+            out.append(AudioItem(rid, p if p.is_absolute() else path.parent / p, d))
+    return out
+
+
+def read_manifest(path: str | Path) -> list[AudioItem]:
+    """All records; a malformed line is an error naming the file and line."""
+    items = read_manifest_lines(path)
+    bad = next((it for it in items if isinstance(it, BadLine)), None)
+    if bad is not None:
+        raise ValueError(str(bad))
     return items
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from ..tokenizer.vocab import HUBERT, PITCH, STYLE, check_flavor
 from ..utils.atomic import write_text
 from .audio import SAMPLE_RATE, AudioError, audio_duration, load_audio
-from .corpus import AudioItem, read_manifest, shard_slice
+from .corpus import AudioItem, BadLine, read_manifest_lines, shard_slice
 from .hubert import HubertFeaturizer
 from .kmeans import KMeansQuantizer
 from .manifest import StreamUnits, UnitsRecord
@@ -147,7 +147,7 @@ def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtr
         summary["skipped"] = True
         return summary
     t0 = time.perf_counter()
-    all_items = read_manifest(manifest)
+    all_items = read_manifest_lines(manifest)
     items = all_items[shard_slice(len(all_items), shard, num_shards)]
     rejects: list[dict] = []
 
@@ -159,6 +159,11 @@ def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtr
     seen: set[str] = set()
     sized: list[tuple[AudioItem, float]] = []
     for it in items:
+        if isinstance(it, BadLine):  # the line's place is kept, so it is this shard's to report
+            if strict:
+                raise ExtractError(str(it))
+            rejects.append({"id": None, "path": f"{it.path}:{it.line}", "reason": f"bad manifest line: {it.reason}"})
+            continue
         if it.id in seen:
             reject(it, "duplicate id")
             continue
@@ -225,7 +230,7 @@ def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtr
             f0_pool.shutdown(cancel_futures=True)
     written, out = set(), []  # input order; an id seen twice keeps its first record only
     for it in items:
-        if it.id in lines and it.id not in written:
+        if isinstance(it, AudioItem) and it.id in lines and it.id not in written:
             out.append(lines[it.id])
             written.add(it.id)
     write_text(paths.units, "".join(line + "\n" for line in out))

@@ -75,7 +75,8 @@ def reference(d: dict, flavor: str, cfg: SpanConfig, seed: int, variant: int) ->
 def test_vectorised_build_equals_the_rule_read_literally(tok_dir, flavor):
     cfg = SpanConfig(2, 6, 1, 4)
     records = make_corpus(60, seed=3)
-    records[5]["words"][3]["start"] = records[5]["words"][2]["start"]  # a zero-length word
+    w = records[5]["words"]
+    w[2]["end"] = w[3]["start"] = w[2]["start"]  # a zero-length word (no overlap: that is rejected)
     builder = SequenceBuilder(tok_dir, SequenceConfig("interleaved", spans=cfg, variants=2, seed=11), flavor)
     res = builder.process([json.dumps(r).encode() for r in records], "m.jsonl", 1)
     assert not res.rejects

@@ -149,9 +149,36 @@ def test_strict_and_usage_errors(trained, bad_manifest, tmp_path, capsys):
     assert _extract(trained, bad_manifest, tmp_path / "z", "--flavor", "expressive", "--style", "") == 2
     assert "needs a pitch quantizer and a style quantizer" in capsys.readouterr().err
     wrong = tmp_path / "wrong.jsonl"
-    wrong.write_text('{"id": "a", "path": "a.wav"}\n{"path": "b.wav"}\n')
-    assert _extract(trained, wrong, tmp_path / "w") == 2
-    assert f"{wrong}:2: a record needs 'id' and 'path'" in capsys.readouterr().err
+    wrong.write_text('{"path": "b.wav"}\n{"id": "a", "path": "a.wav"}\n')
+    assert _extract(trained, wrong, tmp_path / "w", "--strict") == 2
+    assert f"{wrong}:1: a record needs 'id' and 'path'" in capsys.readouterr().err
+
+
+def test_a_bad_manifest_line_is_a_reject_not_the_end(trained, espeak_corpus, tmp_path, capsys):
+    """One Latin-1 line (or a line that is no record) must not abort a corpus pass: it is rejected, named by file
+    and line, in the shard that holds its place; --strict stops there."""
+    lines = espeak_corpus.read_bytes().splitlines(keepends=True)
+    manifest = tmp_path / "manifest.jsonl"
+    latin1 = json.dumps({"id": "caf\u00e9", "path": "x.wav"}, ensure_ascii=False).encode("latin-1") + b"\n"
+    manifest.write_bytes(b"".join(lines[:3]) + latin1 + b"".join(lines[3:6]) + b'{"path": "b.wav"}\n' + b"".join(lines[6:]))
+    for p in {json.loads(x)["path"] for x in lines}:  # the corpus's relative paths, resolved beside the manifest
+        if not (tmp_path / p).exists() and not p.startswith("/"):
+            (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / p).symlink_to(espeak_corpus.parent / p)
+    assert _extract(trained, manifest, tmp_path / "u", "--shard", "0/2") == 0
+    assert _extract(trained, manifest, tmp_path / "u", "--shard", "1/2") == 0
+    rejects = [json.loads(x) for k in (0, 1)
+               for x in (tmp_path / "u" / f"rejects-0000{k}-of-00002.jsonl").read_text().splitlines()]
+    assert rejects == [
+        {"id": None, "path": f"{manifest}:4", "reason": "bad manifest line: not UTF-8 (byte 11 of the line: invalid "
+                                                        "continuation byte)"},
+        {"id": None, "path": f"{manifest}:8", "reason": "bad manifest line: a record needs 'id' and 'path'"},
+    ]
+    written = sum(json.loads((tmp_path / "u" / f"summary-0000{k}-of-00002.json").read_text())["written"] for k in (0, 1))
+    assert written == len(lines)
+    capsys.readouterr()
+    assert _extract(trained, manifest, tmp_path / "s", "--strict") == 2
+    assert f"{manifest}:4: not UTF-8" in capsys.readouterr().err
 
 
 def test_twist_centroids_file_with_layer_flag(trained, espeak_corpus, tmp_path):
