@@ -256,3 +256,26 @@ def test_extract_align_one_pass_builds_interleaved_data(tiny_ctc, tiny_hubert_di
                       "--text-span", "1,2", "--speech-span", "1,2", "--no-progress"]) == 0
     built = json.loads(next(tmp_path.glob("inter*.summary.json")).read_text())
     assert built["documents"] == 4 and built["text_tokens"] > 0 and built["speech_tokens"] > 0
+
+
+def test_sbatch_runs_an_array_task_outside_slurm(tiny_ctc, text_manifest, tmp_path):
+    """slurm/align.sbatch: valid bash, names its resources; array task 3 of tasks 2-3 aligns shard 1/2."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "slurm" / "align.sbatch"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    opts = {m.group(1) for m in re.finditer(r"^#SBATCH --([\w-]+)", script.read_text(), re.M)}
+    assert {"array", "gres", "cpus-per-task", "mem", "time", "requeue", "signal", "output"} <= opts
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "2", "SLURM_ARRAY_TASK_COUNT": "2",
+           "SPIRIT_PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "EXTRA_ARGS": "--device cpu"}
+    r = subprocess.run(["bash", str(script), str(text_manifest[0]), str(tmp_path / "a"), str(tiny_ctc)], env=env,
+                       capture_output=True, text=True, cwd=script.parents[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "align shard 1/2: 4 of 5 records aligned" in r.stdout
+    assert (tmp_path / "a" / "align-summary-00001-of-00002.json").is_file()
+    bad = subprocess.run(["bash", str(script), "one-arg"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage:" in bad.stderr
