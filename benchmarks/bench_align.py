@@ -99,7 +99,7 @@ def main() -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            steps, loss_v = steps + 1, float(loss)
+            steps, loss_v = steps + 1, loss.item()
             if time.perf_counter() - t0 >= args.train_seconds:
                 break
         epoch += 1
@@ -126,7 +126,10 @@ def main() -> None:
         err_start += list(np.abs(al.starts - rs))
         err_end += list(np.abs(al.ends - re_))
         shifted += list(np.abs(np.clip(np.r_[rs, re_] + 0.040, 0, s.duration) - np.r_[rs, re_]))
-    ms = lambda a: {"mean_ms": round(1000 * float(np.mean(a)), 1), "p95_ms": round(1000 * float(np.percentile(a, 95)), 1)}  # noqa: E731
+
+    def ms(a):
+        return {"mean_ms": round(1000 * float(np.mean(a)), 1), "p95_ms": round(1000 * float(np.percentile(a, 95)), 1)}
+
     both = err_start + err_end
     res = {
         "train_sentences": args.train, "test_sentences": args.test, "test_words": len(err_start),

@@ -35,7 +35,8 @@ def textgrid(al: Aligned, duration: float) -> str:
         iv.append((t, end, ""))
     lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0", f"xmax = {end}",
              "tiers? <exists>", "size = 1", "item []:", "    item [1]:", '        class = "IntervalTier"',
-             '        name = "words"', "        xmin = 0", f"        xmax = {end}", f"        intervals: size = {len(iv)}"]
+             '        name = "words"', "        xmin = 0", f"        xmax = {end}",
+             f"        intervals: size = {len(iv)}"]
     for k, (a, b, w) in enumerate(iv, 1):
         text = w.replace('"', '""')
         lines += [f"        intervals [{k}]:", f"            xmin = {a}", f"            xmax = {b}",

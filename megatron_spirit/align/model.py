@@ -104,9 +104,9 @@ def window_pieces(n_samples: int, geometry: ConvGeometry, window: int, context: 
 
 def emissions_in_windows(wavs: Sequence[np.ndarray], logits_fn, geometry: ConvGeometry, window: int, context: int,
                          max_batch_samples: int, pad_any: bool, columns: int) -> list[torch.Tensor]:
-    """Run ``logits_fn(x (B, N) on CPU, mask or None) → (B, frames, V)`` (on any device) over every window of every waveform, batched
-    (padded with a mask when ``pad_any``, else only equal-length pieces together); join each file's frames and
-    append the star column."""
+    """Run ``logits_fn(x (B, N) on CPU, mask or None) → (B, frames, V)`` (on any device) over every window of
+    every waveform, batched (padded with a mask when ``pad_any``, else only equal-length pieces together); join
+    each file's frames and append the star column."""
     hop = geometry.hop
     pieces = []  # (wav index, start, end, first frame, frames)
     for wi, w in enumerate(wavs):

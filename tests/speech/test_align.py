@@ -233,7 +233,7 @@ def test_align_cli_outputs_rejects_and_resume(tiny_ctc, text_manifest, tmp_path,
 
 
 def test_extract_align_one_pass_builds_interleaved_data(tiny_ctc, tiny_hubert_dir, text_manifest, tmp_path,
-                                                       spirit_tokenizer_dir):
+                                                       spirit_tokenizer_dir, capsys):
     """`extract --align --pack` gives units and alignments from one read of the audio; the pack builds
     interleaved sequences."""
     from megatron_spirit.cli.data import main as data_main
@@ -250,6 +250,14 @@ def test_extract_align_one_pass_builds_interleaved_data(tiny_ctc, tiny_hubert_di
     summary = json.loads((u / "align-summary-00000-of-00001.json").read_text())
     assert summary["aligned"] == 4 and set(read_ctm(u / "words-00000-of-00001.ctm")) == \
         {"utt000000", "utt000005", "utt000006", "utt000007"}
+    first = (u / "words-00000-of-00001.ctm").read_text()
+    # Units done but alignments not (e.g. --align added later): a re-run aligns in its own pass, the same words.
+    (u / "align-summary-00000-of-00001.json").unlink()
+    (u / "words-00000-of-00001.ctm").unlink()
+    assert main(["extract", "--manifest", str(manifest), "--out", str(u), "--hubert-model", str(tiny_hubert_dir),
+                 "--kmeans", str(km), "--align", str(tiny_ctc), "--device", "cpu"]) == 0
+    assert "already done" in capsys.readouterr().out
+    assert (u / "words-00000-of-00001.ctm").read_text() == first
     out = tmp_path / "inter"
     assert data_main(["build", "--kind", "interleaved", "--input", str(u / "units-00000-of-00001.spiritpack"),
                       "--tokenizer", str(spirit_tokenizer_dir), "--out", str(out), "--flavor", "base",
