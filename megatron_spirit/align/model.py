@@ -169,7 +169,7 @@ CHAR_VOCAB = ("<pad>", "<unk>", "|", "'", *"abcdefghijklmnopqrstuvwxyz")
 
 
 def save_random_ctc(out_dir: str | Path, hidden: int = 32, layers: int = 2, seed: int = 0,
-                    vocab: Sequence[str] = CHAR_VOCAB) -> Path:
+                    vocab: Sequence[str] = CHAR_VOCAB, **config) -> Path:
     """A small random ``Wav2Vec2ForCTC`` (wav2vec2's 50 Hz conv stack) with its tokenizer and feature extractor,
     saved as a local folder loaded like a real one (tests, demos)."""
     from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
@@ -182,10 +182,10 @@ def save_random_ctc(out_dir: str | Path, hidden: int = 32, layers: int = 2, seed
                                word_delimiter_token="|")
     fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
                                   return_attention_mask=False)
-    cfg = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                         intermediate_size=hidden * 2, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
-                         num_conv_pos_embedding_groups=4, feat_extract_norm="group", pad_token_id=0,
-                         ctc_loss_reduction="mean")
+    cfg = Wav2Vec2Config(**{**dict(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                                   num_attention_heads=2, intermediate_size=hidden * 2, conv_dim=(16,) * 7,
+                                   num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                                   feat_extract_norm="group", pad_token_id=0, ctc_loss_reduction="mean"), **config})
     torch.manual_seed(seed)
     Wav2Vec2ForCTC(cfg).eval().save_pretrained(str(out_dir))
     Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok).save_pretrained(str(out_dir))

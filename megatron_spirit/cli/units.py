@@ -113,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
                    "audio: words-I-of-N.ctm/.jsonl + align-rejects/align-summary in --out (see `align`); with "
                    "--pack the pack takes these alignments")
     e.add_argument("--min-score", type=float, default=None, help="with --align: see `align --min-score`")
+    e.add_argument("--align-lang", default=None, help="with --align: see `align --lang`")
 
     a = sub.add_parser("align", formatter_class=_FMT,
                        help="CTC forced alignment: audio + transcripts → word CTM/JSONL (one shard; resumable)",
@@ -262,7 +263,8 @@ def _extract_aligner(args, shard: int, n: int):
 
     if AlignPaths.of(args.out, shard, n).summary.is_file():
         return None
-    return ShardAligner(CtcModel(args.align, args.device), shard_items(args.manifest, shard, n), args.min_score)
+    return ShardAligner(CtcModel(args.align, args.device, args.align_lang), shard_items(args.manifest, shard, n),
+                        args.min_score)
 
 
 def _print_align(a: dict, shard: int, n: int, out: str) -> None:

@@ -136,6 +136,24 @@ def test_windows_keep_frame_offsets_across_a_boundary():
     np.testing.assert_allclose(al.ends, [0.26, 0.44])
 
 
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_model_emissions_batched_equal_alone(norm, tmp_path):
+    """Loaded by path as a user's folder; a padded batch (layer norm: masked) or equal-length-only batches (group
+    norm, which normalises over time) give each file the emissions it gets alone, windows included."""
+    from megatron_spirit.align.model import CtcModel, save_random_ctc
+
+    extra = {"feat_extract_norm": "layer", "do_stable_layer_norm": True} if norm == "layer" else {}
+    model = CtcModel(save_random_ctc(tmp_path / "m", **extra), device="cpu", window_seconds=0.5,
+                     context_seconds=0.1)
+    assert model.group_norm == (norm == "group") and model.normalize and model.alphabet.star == len(CHAR_VOCAB)
+    rng = np.random.default_rng(0)
+    wavs = [rng.standard_normal(n).astype(np.float32) for n in (20000, 7000, 12345)]
+    batched = model(wavs)
+    for w, e in zip(wavs, batched):
+        assert e.shape == (model.num_frames(len(w)), len(CHAR_VOCAB) + 1) and torch.all(e[:, -1] == 0)
+        torch.testing.assert_close(e, model([w])[0], atol=1e-4, rtol=1e-4)
+
+
 def test_matches_nemo_viterbi_when_installed():
     aligner_utils = pytest.importorskip("nemo.collections.asr.parts.utils.aligner_utils")
     torch.manual_seed(1)
