@@ -37,10 +37,9 @@ class AlignPaths:
 
     @classmethod
     def of(cls, out_dir: str | Path, shard: int, num_shards: int) -> "AlignPaths":
-        tag = f"{shard:05d}-of-{num_shards:05d}"
-        d = Path(out_dir)
-        return cls(d / f"words-{tag}.ctm", d / f"words-{tag}.jsonl", d / f"textgrid-{tag}",
-                   d / f"align-rejects-{tag}.jsonl", d / f"align-summary-{tag}.json")
+        tag = f"{shard:05d}-of-{num_shards:05d}"  # extract's shard naming
+        names = ("words-{}.ctm", "words-{}.jsonl", "textgrid-{}", "align-rejects-{}.jsonl", "align-summary-{}.json")
+        return cls(*(Path(out_dir) / n.format(tag) for n in names))
 
 
 class ShardAligner:

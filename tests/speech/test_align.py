@@ -248,6 +248,9 @@ def test_align_cli_outputs_rejects_and_resume(tiny_ctc, text_manifest, tmp_path,
     assert got[0] & got[1] == {"utt000000"}  # its duplicate record falls in the other shard (as in extract)
     assert main(["align", "--manifest", str(manifest), "--model", str(tmp_path), "--out", str(out)]) == 2
     assert "not a Hugging Face CTC model folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["align", "--help"])
+    assert e.value.code == 0 and "--min-score" in capsys.readouterr().out
 
 
 def test_extract_align_one_pass_builds_interleaved_data(tiny_ctc, tiny_hubert_dir, text_manifest, tmp_path,
