@@ -130,7 +130,8 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--lang", default=None, help="language of a multilingual (MMS) vocabulary and adapter")
     a.add_argument("--min-score", type=float, default=None,
                    help="reject utterances whose alignment score (mean log-probability per frame of the forced "
-                   "path, <= 0) is below this; e.g. -1.5 drops transcripts that do not match their audio")
+                   "path, <= 0; transcripts that do not match their audio score low) is below this; choose it from "
+                   "the scores in words-*.jsonl of a first shard")
     a.add_argument("--batch-seconds", type=float, default=None,
                    help="padded audio seconds per batch (default: 200 on GPU, 0 = one file at a time on CPU)")
     a.add_argument("--window-seconds", type=float, default=30.0,
