@@ -2,16 +2,17 @@
 """Word-boundary accuracy of the CTC aligner where no real model is at hand (issue #15's figure).
 
 A small character CTC model is trained on the fly on espeak-ng speech (``--train`` sentences of the seeded
-generator, the four corpus voices; at most ``--train-seconds`` of CPU), then held-out sentences (another seed)
-are aligned through the aligner's own path (``make_targets`` → ``align_emissions``: the batched Viterbi, word
-spans, the 50 Hz frame timing of wav2vec2's conv stack) and each word's start and end are compared with
-espeak's own word times (from its phoneme events). Beside it: the same figure for espeak's times shifted by one
-HuBERT frame (40 ms), the granularity interleaving works at. The model is not wav2vec2 (a raw-waveform
-transformer learns nothing in a few CPU minutes): log-magnitude spectra (400-sample windows every 320 samples,
-the frames of wav2vec2's conv stack) → 4 convolutions → characters. The generator's vocabulary is small, so
-held-out sentences reuse training words; the figure measures timing, not recognition.
+generator, the four corpus voices; ``--steps`` batches, at most ``--train-seconds``), then held-out sentences
+(another seed) are aligned through the aligner's own path (``make_targets`` → ``align_emissions``: the batched
+Viterbi, word spans, the 50 Hz frame timing of wav2vec2's conv stack) and each word's start and end are compared
+with espeak's own word times (from its phoneme events). Beside it: the same figure for espeak's times shifted by
+one HuBERT frame (40 ms), the granularity interleaving works at. Also the alignment scores (``--min-score``) of the
+right transcripts and of wrong ones (each utterance against the next one's transcript). The model is not
+wav2vec2 (a raw-waveform transformer learns nothing in a few CPU minutes): log-magnitude spectra (400-sample
+windows every 320 samples, the frames of wav2vec2's conv stack) → 4 convolutions → characters. The generator's
+vocabulary is small, so held-out sentences reuse training words; the figure measures timing, not recognition.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_align.py --train 400 --test 60 --train-seconds 180
+    OMP_NUM_THREADS=1 python benchmarks/bench_align.py --train 400 --test 60 --steps 420 --channels 128
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", type=int, default=400, help="training sentences")
     ap.add_argument("--test", type=int, default=60, help="held-out sentences aligned")
-    ap.add_argument("--train-seconds", type=float, default=180.0, help="training budget (CPU seconds of wall time)")
+    ap.add_argument("--steps", type=int, default=420, help="training steps (batches)")
+    ap.add_argument("--train-seconds", type=float, default=240.0, help="stop training earlier past this wall time")
     ap.add_argument("--channels", type=int, default=192)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--json", help="also write the figures here")
@@ -89,7 +91,7 @@ def main() -> None:
 
     t0, steps, epoch, loss_v = time.perf_counter(), 0, 0, float("nan")
     rng = np.random.default_rng(0)
-    while time.perf_counter() - t0 < args.train_seconds:
+    while steps < args.steps and time.perf_counter() - t0 < args.train_seconds:
         order = rng.permutation(len(feats))
         for k in range(0, len(order), args.batch):
             idx = order[k: k + args.batch]
@@ -100,7 +102,7 @@ def main() -> None:
             loss.backward()
             opt.step()
             steps, loss_v = steps + 1, loss.item()
-            if time.perf_counter() - t0 >= args.train_seconds:
+            if steps >= args.steps or time.perf_counter() - t0 >= args.train_seconds:
                 break
         epoch += 1
         print(f"epoch {epoch}: step {steps}, CTC loss {loss_v:.3f}, {time.perf_counter() - t0:.0f} s", flush=True)
@@ -116,7 +118,9 @@ def main() -> None:
     t0 = time.perf_counter()
     got = align_emissions(ems, tgs, HOP / 16000, alpha.blank)
     align_s = time.perf_counter() - t0
-    err_start, err_end, shifted, skipped = [], [], [], 0
+    # The score --min-score reads: each utterance against the next one's transcript (a wrong transcript).
+    wrong = align_emissions(ems, tgs[1:] + tgs[:1], HOP / 16000, alpha.blank)
+    err_start, err_end, bias_start, bias_end, shifted, skipped = [], [], [], [], [], 0
     for s, al in zip(test, got):
         ref = [w for w in s.words]
         if not hasattr(al, "words") or list(al.words) != [w.word for w in ref]:
@@ -125,6 +129,8 @@ def main() -> None:
         rs, re_ = np.array([w.start for w in ref]), np.array([w.end for w in ref])
         err_start += list(np.abs(al.starts - rs))
         err_end += list(np.abs(al.ends - re_))
+        bias_start += list(al.starts - rs)
+        bias_end += list(al.ends - re_)
         shifted += list(np.abs(np.clip(np.r_[rs, re_] + 0.040, 0, s.duration) - np.r_[rs, re_]))
 
     def ms(a):
@@ -137,11 +143,20 @@ def main() -> None:
         "train_seconds": round(train_s, 1), "synth_seconds": round(synth_s, 1), "align_seconds": round(align_s, 2),
         "ctc_boundaries": ms(both), "ctc_starts": ms(err_start), "ctc_ends": ms(err_end),
         "within_40ms": round(float(np.mean(np.array(both) <= 0.040)), 3),
+        "start_bias_ms": round(1000 * float(np.mean(bias_start)), 1),
+        "end_bias_ms": round(1000 * float(np.mean(bias_end)), 1),
+        "score_right_transcript": _scores([a.score for a in got if hasattr(a, "score")]),
+        "score_wrong_transcript": _scores([a.score for a in wrong if hasattr(a, "score")]),
         "espeak_shifted_40ms": ms(shifted),
     }
     print(json.dumps(res, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+
+
+def _scores(a):
+    return {"mean": round(float(np.mean(a)), 3), "min": round(float(np.min(a)), 3), "max": round(float(np.max(a)), 3),
+            "n": len(a)}
 
 
 if __name__ == "__main__":
