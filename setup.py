@@ -18,7 +18,9 @@ CORE = [
 EXTRAS = {
     "audio": ["soundfile", "soxr", "scipy", "amfm_decompy", "faiss-cpu", "joblib"],
     "gpu": ["transformer-engine[pytorch]"],
-    "align": ["nemo_toolkit[asr]"],
+    # No "align" extra: `spirit-units align` needs only torch + transformers (core) and the audio extra. NeMo's
+    # .nemo models are not supported: nemo_toolkit[asr] 3.0 pulls ~90 packages (lightning, hydra, lhotse, wandb,
+    # ...) and pins packaging 24.2, and only its emissions would be used (its Viterbi is the one ours equals).
     "dev": ["pytest", "pytest-xdist", "pytest-timeout", "hypothesis", "praatio", "import-linter"],
 }
 

@@ -108,6 +108,40 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--pack", action="store_true",
                    help="also write units-I-of-N.spiritpack (spirit-data pack of the shard, with its inline word "
                    "alignments): what spirit-data build reads fastest")
+    e.add_argument("--align", metavar="CTC_MODEL", default=None,
+                   help="also align the transcripts ('text') with this CTC model folder in the same pass over the "
+                   "audio: words-I-of-N.ctm/.jsonl + align-rejects/align-summary in --out (see `align`); with "
+                   "--pack the pack takes these alignments")
+    e.add_argument("--min-score", type=float, default=None, help="with --align: see `align --min-score`")
+    e.add_argument("--align-lang", default=None, help="with --align: see `align --lang`")
+
+    a = sub.add_parser("align", formatter_class=_FMT,
+                       help="CTC forced alignment: audio + transcripts → word CTM/JSONL (one shard; resumable)",
+                       description="Aligns each record's 'text' (normalised as SPEC §3's aligned text: lower case, "
+                       "no punctuation) to its audio with a local CTC model (a Hugging Face Wav2Vec2ForCTC-style "
+                       "folder: wav2vec2-960h, MMS with --lang). Characters the model lacks align to a <star> "
+                       "token. Writes words-I-of-N.ctm and .jsonl (what spirit-data pack/build --alignments read), "
+                       "optionally textgrid-I-of-N/<id>.TextGrid, align-rejects-I-of-N.jsonl (id, path, reason) and "
+                       "align-summary-I-of-N.json (last) into --out. A shard whose summary exists is skipped.")
+    a.add_argument("--manifest", required=True, help="audio manifest (JSONL: id, path, text)")
+    a.add_argument("--model", required=True, help="local CTC model folder (config.json, weights, vocab.json)")
+    a.add_argument("--out", required=True, help="output folder for the shard files")
+    a.add_argument("--shard", default="0/1", help="i/n: this task's share of the manifest (same slices as extract)")
+    a.add_argument("--lang", default=None, help="language of a multilingual (MMS) vocabulary and adapter")
+    a.add_argument("--min-score", type=float, default=None,
+                   help="reject utterances whose alignment score (mean log-probability per frame of the forced "
+                   "path, <= 0; transcripts that do not match their audio score low) is below this; choose it from "
+                   "the scores in words-*.jsonl of a first shard")
+    a.add_argument("--batch-seconds", type=float, default=None,
+                   help="padded audio seconds per batch (default: 200 on GPU, 0 = one file at a time on CPU)")
+    a.add_argument("--window-seconds", type=float, default=30.0,
+                   help="audio the model sees at once; longer files are aligned in windows of this length")
+    a.add_argument("--context-seconds", type=float, default=2.0, help="extra audio each window sees on both sides")
+    a.add_argument("--max-trellis-gb", type=float, default=2.0,
+                   help="alignment memory per batch (frames x states bytes); a longer utterance is rejected")
+    a.add_argument("--textgrid", action="store_true", help="also write one Praat TextGrid per utterance")
+    a.add_argument("--workers", type=int, default=2, help="audio reading threads")
+    a.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, …")
 
     c = sub.add_parser("synth-corpus", formatter_class=_FMT,
                        help="speak generated sentences with espeak-ng: wavs + manifest with word alignments",
@@ -167,8 +201,18 @@ def _run(args) -> int:
         batch_seconds = args.batch_seconds
         if batch_seconds is None:
             batch_seconds = 200.0 if ex.featurizer.device.type == "cuda" else 0.0
+        aligner = _extract_aligner(args, shard, n)
         s = extract_shard(args.manifest, args.out, ex, shard, n, batch_seconds, args.strict, args.workers,
-                          f0_workers=args.f0_workers)
+                          f0_workers=args.f0_workers, on_batch=None if aligner is None else aligner.add)
+        if aligner is not None:
+            from ..align.corpus import AlignPaths, align_shard
+
+            if s["skipped"]:  # units were done before: the alignments need their own pass over the audio
+                a = align_shard(args.manifest, args.out, aligner.model, shard, n, batch_seconds, args.min_score,
+                                workers=args.workers, progress=False)
+            else:
+                a = aligner.finish(AlignPaths.of(args.out, shard, n), shard=shard, num_shards=n)
+            _print_align(a, shard, n, args.out)
         if s["skipped"]:
             print(f"shard {shard}/{n} already done ({s['written']} records): skipped")
         else:
@@ -182,8 +226,26 @@ def _run(args) -> int:
             units = ShardPaths.of(args.out, shard, n).units
             target = units.with_suffix(SUFFIX)
             if not is_pack(target):
-                m = pack_manifests([str(units)], str(target), progress=False)
+                words = None
+                if args.align:
+                    from ..align.corpus import AlignPaths
+
+                    words = str(AlignPaths.of(args.out, shard, n).ctm)
+                m = pack_manifests([str(units)], str(target), words, progress=False)
                 print(f"packed {target}: {m['records']} records, {m['aligned']} with a usable alignment")
+    elif args.cmd == "align":
+        from ..align.corpus import align_shard
+        from ..align.model import CtcModel
+        from ..speech.corpus import parse_shard
+
+        shard, n = parse_shard(args.shard)
+        model = CtcModel(args.model, args.device, args.lang, args.window_seconds, args.context_seconds)
+        batch_seconds = args.batch_seconds
+        if batch_seconds is None:
+            batch_seconds = 200.0 if model.device.type == "cuda" else 0.0
+        a = align_shard(args.manifest, args.out, model, shard, n, batch_seconds, args.min_score, args.textgrid,
+                        args.workers, max_trellis_bytes=int(args.max_trellis_gb * 2**30))
+        _print_align(a, shard, n, args.out)
     elif args.cmd == "synth-corpus":
         from ..synth.espeak import write_corpus
         from ..synth.text import sentences
@@ -191,6 +253,29 @@ def _run(args) -> int:
         path = write_corpus(sentences(args.sentences, args.seed), args.out)
         print(f"wrote {path} ({args.sentences} utterances)")
     return 0
+
+
+def _extract_aligner(args, shard: int, n: int):
+    """The alignment pass riding on extract's audio (None without --align or when the shard is aligned)."""
+    if not args.align:
+        return None
+    from ..align.corpus import AlignPaths, ShardAligner, shard_items
+    from ..align.model import CtcModel
+
+    if AlignPaths.of(args.out, shard, n).summary.is_file():
+        return None
+    return ShardAligner(CtcModel(args.align, args.device, args.align_lang), shard_items(args.manifest, shard, n),
+                        args.min_score)
+
+
+def _print_align(a: dict, shard: int, n: int, out: str) -> None:
+    if a["skipped"]:
+        print(f"align shard {shard}/{n} already done ({a['aligned']} aligned): skipped")
+    else:
+        score = "n/a" if a["mean_score"] is None else f"{a['mean_score']:.3f}"
+        print(f"align shard {shard}/{n}: {a['aligned']} of {a['records']} records aligned (mean score {score}), "
+              f"{a['rejected']} rejected {a['reject_reasons']}; {a['audio_hours']:.4f} audio-h in "
+              f"{a['seconds']:.1f} s → {out}")
 
 
 def _cuda() -> bool:

@@ -15,7 +15,7 @@ from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -132,8 +132,12 @@ def _batches(items: list[tuple[AudioItem, float]], batch_seconds: float) -> Iter
 
 def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtractor, shard: int = 0,
                   num_shards: int = 1, batch_seconds: float = 200.0, strict: bool = False, workers: int = 2,
-                  progress: bool = True, f0_workers: int = 0) -> dict:
+                  progress: bool = True, f0_workers: int = 0,
+                  on_batch: Callable[[list[tuple[AudioItem, np.ndarray]]], None] | None = None) -> dict:
     """Write one shard's units, rejects and summary; return the summary (``skipped`` if already done).
+
+    ``on_batch`` also gets every batch's ``(record, 16 kHz waveform)`` pairs (``extract --align`` aligns them),
+    so a second consumer of the audio needs no second read.
 
     ``workers`` threads read audio. The F0 tracker runs in those threads, or with ``f0_workers`` > 0 in that many
     processes: pYAAPT is pure Python at about 5× real time per core and holds the GIL, so threads cannot share
@@ -219,6 +223,8 @@ def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtr
                                           {k: v for k, v in it.fields.items() if k != "duration"}
                                           | {"path": str(it.path)})
                         lines[it.id] = rec.to_json()
+                    if on_batch is not None:
+                        on_batch([(it, wav) for it, (wav, _) in good])
                 hours = sum(d for _, d in batch) / 3600
                 done_hours += hours
                 bar.update(hours)
