@@ -147,7 +147,7 @@ def main() -> None:
 
     from megatron_spirit.synth.text import sentences
     from megatron_spirit.tokenizer.build import build_tokenizer
-    from megatron_spirit.tokenizer.train import train_sentencepiece
+    from megatron_spirit.tokenizer.sentencepiece_bpe import train_sentencepiece
 
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
