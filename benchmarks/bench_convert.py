@@ -105,7 +105,7 @@ def make_random_hf(folder: Path, layers: int, hidden: int, ffn: int, heads: int,
     cfg = ModelConfig(layers, hidden, ffn, heads, None if kv_heads == heads else kv_heads, seq_length=2048,
                       name="bench-1b")
     folder.mkdir(parents=True, exist_ok=True)
-    shapes = L.hf_shapes(L.Dims.of(cfg), vocab)
+    shapes = L.hf_shapes(cfg, vocab)
     writer = ShardedSafetensorsWriter(folder, [(n, s, torch.bfloat16) for n, s in shapes.items()], 1 << 30)
     gen = torch.Generator().manual_seed(seed)
     count = 0
@@ -147,7 +147,7 @@ def main() -> None:
 
     from megatron_spirit.synth.text import sentences
     from megatron_spirit.tokenizer.build import build_tokenizer
-    from megatron_spirit.tokenizer.train import train_sentencepiece
+    from megatron_spirit.tokenizer.sentencepiece_bpe import train_sentencepiece
 
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)

@@ -71,7 +71,7 @@ def english_like(words: list[str], n_bytes: int, seed: int = 0):
 
 def make_tokenizer(out: Path, corpus: list[str], vocab_size: int) -> str:
     from megatron_spirit.tokenizer.build import build_tokenizer
-    from megatron_spirit.tokenizer.train import train_sentencepiece
+    from megatron_spirit.tokenizer.sentencepiece_bpe import train_sentencepiece
 
     tok = out / f"tok{vocab_size}"
     if not (tok / "tokenizer.model").is_file():

@@ -52,8 +52,10 @@ def main(argv=None) -> int:
 
     from megatron_spirit.model.config import ModelConfig, ParallelConfig, transformer_config
     from megatron_spirit.model.specs import SDPAttention
+    from megatron_spirit.parallel import cpu
     from megatron_spirit.parallel.runtime import init_distributed, init_model_parallel, teardown
 
+    cpu.enable()  # this process's switch for megatron-core without CUDA (a no-op on a GPU)
     init_distributed()
     init_model_parallel(ParallelConfig(), seed=1)
     cuda = torch.cuda.is_available()

@@ -56,7 +56,7 @@ def text_corpus(folder: Path, ctx: dict) -> dict:
 def tokenizer(folder: Path, ctx: dict) -> dict:
     from megatron_spirit.tokenizer.build import build_tokenizer
     from megatron_spirit.tokenizer.tokenizer import SpiritTokenizer
-    from megatron_spirit.tokenizer.train import train_sentencepiece
+    from megatron_spirit.tokenizer.sentencepiece_bpe import train_sentencepiece
 
     texts = [json.loads(line)["text"] for line in open(ctx["text_corpus"])]
     base = train_sentencepiece(texts, folder / "base" / "tokenizer.model", vocab_size=1000)

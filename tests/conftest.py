@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover
 def base_spm(tmp_path_factory):
     """A small LLaMA-style BPE trained on generated text (round trips)."""
     from megatron_spirit.synth.text import sentences
-    from megatron_spirit.tokenizer.train import train_sentencepiece
+    from megatron_spirit.tokenizer.sentencepiece_bpe import train_sentencepiece
 
     path = tmp_path_factory.mktemp("spm") / "base.model"
     return train_sentencepiece(sentences(3000, seed=1), path, vocab_size=600)
@@ -28,7 +28,7 @@ def base_spm(tmp_path_factory):
 def llama_sized_spm(tmp_path_factory):
     """A 32000-piece model with LLaMA-2's special ids, for the exact SPEC §1 layout."""
     from megatron_spirit.synth.text import sentences
-    from megatron_spirit.tokenizer.train import train_sentencepiece
+    from megatron_spirit.tokenizer.sentencepiece_bpe import train_sentencepiece
 
     path = tmp_path_factory.mktemp("spm32k") / "tokenizer.model"
     return train_sentencepiece(sentences(3000, seed=2), path, vocab_size=600, pad_to=32000)

@@ -14,6 +14,8 @@ def _size(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from ..model.config import DTYPES, RECIPE_ROPE_BASE
+
     p = argparse.ArgumentParser(
         prog="spirit-convert",
         description="Convert checkpoints between Hugging Face LlamaForCausalLM folders and megatron-core "
@@ -42,8 +44,8 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--config", help="named model config the checkpoint must match (e.g. spirit-7b); default: "
                    "sizes from the HF config.json")
     h.add_argument("--rope-base", type=float, help="RoPE base of the target (default: the named config's, "
-                   "else the SpiRit recipe's 100000)")
-    h.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="stored dtype (default: the checkpoint's)")
+                   f"else the SpiRit recipe's {RECIPE_ROPE_BASE:g})")
+    h.add_argument("--dtype", choices=tuple(DTYPES), help="stored dtype (default: the checkpoint's)")
     h.add_argument("--seed", type=int, default=1234, help="seed of the new embedding/output rows")
     h.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -59,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output HF folder (replaced if it exists)")
     m.add_argument("--tokenizer", help="SpiRit tokenizer folder (default: the checkpoint's tokenizer/)")
     m.add_argument("--config", help="named model config (default: the checkpoint's spirit_checkpoint.json)")
-    m.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="exported dtype (default: the checkpoint's)")
+    m.add_argument("--dtype", choices=tuple(DTYPES), help="exported dtype (default: the checkpoint's)")
     m.add_argument("--max-shard-size", type=_size, default="5GB", help="largest safetensors shard")
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -67,6 +69,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from ..parallel import cpu
+
+    with cpu.compat():  # this entry's one switch for megatron-core without CUDA (undone on return)
+        return _run(args)
+
+
+def _run(args) -> int:
     from ..model.config import get_model_config
 
     try:

@@ -55,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"spirit-train: config error: {e}", file=sys.stderr)
         return 2
+    from ..parallel import cpu
     from ..training.trainer import run
 
-    return run(cfg)
+    with cpu.compat():  # this entry's one switch for megatron-core without CUDA (undone on return)
+        return run(cfg)
 
 
 if __name__ == "__main__":

@@ -156,13 +156,13 @@ def parser() -> argparse.ArgumentParser:
 
 def _run(args) -> int:
     if args.cmd == "train-hubert-kmeans" and args.from_file:
-        from ..speech.train import import_kmeans
+        from ..speech.quantizer_training import import_kmeans
 
         q = import_kmeans(args.from_file, args.model, args.out, args.layer)
         print(f"wrote {args.out}: imported {q.k} centroids of dim {q.dim} from {args.from_file} "
               f"(layer {q.meta.layer}, {q.meta.rate:g} Hz)")
     elif args.cmd == "train-hubert-kmeans":
-        from ..speech.train import train_hubert_kmeans
+        from ..speech.quantizer_training import train_hubert_kmeans
 
         q, sample = train_hubert_kmeans(args.manifest, args.model, args.out, args.layer, args.k, args.max_hours,
                                         args.max_frames, args.niter, args.seed, args.device, args.batch_seconds)
@@ -170,7 +170,7 @@ def _run(args) -> int:
               f"{q.meta.train_frames} frames of {len(sample.wavs)} files ({sample.hours:.3f} h); "
               f"{sample.skipped} files skipped{f' (e.g. {sample.example_error})' if sample.skipped else ''}")
     elif args.cmd == "train-style":
-        from ..speech.train import train_style
+        from ..speech.quantizer_training import train_style
 
         q, sample = train_style(args.manifest, args.model, args.out, args.layer, args.k, args.window,
                                 args.max_hours, args.niter, args.seed, args.device, args.batch_seconds)
@@ -178,7 +178,7 @@ def _run(args) -> int:
               f"({len(sample.wavs)} files, {sample.hours:.3f} h); {sample.skipped} files skipped")
     elif args.cmd == "train-pitch":
         from ..speech.pitch import PitchConfig
-        from ..speech.train import train_pitch
+        from ..speech.quantizer_training import train_pitch
 
         cfg = PitchConfig(method=args.method, norm=args.norm, steps=args.steps, batch_size=args.batch_size,
                           segment=args.segment, channels=args.channels, code_dim=args.code_dim, codes=args.codes,

@@ -93,7 +93,7 @@ class HFCheckpoint:
             if file.endswith(".safetensors"):
                 sl = handle.get_slice(name)
                 shape = tuple(sl.get_shape())
-                dtype = _SAFE_DTYPES[sl.get_dtype()]
+                dtype = SAFETENSORS_DTYPES[sl.get_dtype()]
             else:
                 t = handle[name]
                 shape, dtype = tuple(t.shape), t.dtype
@@ -112,7 +112,8 @@ class HFCheckpoint:
         return self._open(file)[name].clone()
 
 
-_SAFE_DTYPES = {
+#: safetensors header dtype names (the writer uses the same table, inverted).
+SAFETENSORS_DTYPES = {
     "F32": torch.float32,
     "F16": torch.float16,
     "BF16": torch.bfloat16,

@@ -9,38 +9,32 @@ RoPE base is the target config's (the recipe's 100,000): it is a model hyper-par
 is recorded in ``spirit_checkpoint.json`` with the rest of the config.
 
 The output folder (written atomically) is a standard megatron-core ``torch_dist`` checkpoint that loads and
-reshards at any TP/PP (see ``convert.load_megatron_weights``), plus ``spirit_checkpoint.json`` and a copy of the
-tokenizer in ``tokenizer/``.
+reshards at any TP/PP (see ``checkpoint.weights.load_weights``), plus ``spirit_checkpoint.json`` and a copy of
+the tokenizer in ``tokenizer/`` (``checkpoint.info``).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from ..checkpoint.info import describe
+from ..model.config import DTYPES, RECIPE_ROPE_BASE, ModelConfig, check_dtype, dtype_name
 from . import layout as L
-from .checkpoint_info import TOKENIZER_SUBDIR, write_info
 from .hf_checkpoint import HFCheckpoint
-
-DTYPE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: The SpiRit-LM recipe's RoPE base (SPEC §4).
-RECIPE_ROPE_BASE = 100000.0
 
 
 @dataclass(frozen=True)
-class Plan:
+class ConversionPlan:
     """Everything decided (and checked) before writing."""
 
-    model_cfg: object  # model.config.ModelConfig
-    dims: L.Dims
-    base_vocab: int
+    model_cfg: ModelConfig
+    tokenizer: object  # tokenizer.tokenizer.SpiritTokenizer
     padded_vocab: int
-    flavor: str
     dtype: torch.dtype
     tp: int
     pp: int
@@ -48,8 +42,6 @@ class Plan:
 
 def model_config_from_hf(hf_config: dict, rope_base: float, source: str = "hf"):
     """A ModelConfig with the HF model's sizes and the given RoPE base."""
-    from ..model.config import ModelConfig
-
     def need(key):
         if key not in hf_config:
             raise ValueError(f"{source}/config.json has no {key!r}")
@@ -99,9 +91,9 @@ def check_config_matches(hf: HFCheckpoint, model_cfg) -> None:
         raise ValueError(f"{hf.folder} does not match model config {model_cfg.name!r}: " + "; ".join(diffs))
 
 
-def check_tensors(hf: HFCheckpoint, dims: L.Dims, vocab_rows: int) -> torch.dtype:
+def check_tensors(hf: HFCheckpoint, model_cfg: ModelConfig, vocab_rows: int) -> torch.dtype:
     """Every expected tensor is present with its shape (headers only); returns the checkpoint's dtype."""
-    expected = L.hf_shapes(dims, vocab_rows)
+    expected = L.hf_shapes(model_cfg, vocab_rows)
     present = set(hf.names)
     missing = [n for n in expected if n not in present]
     if missing:
@@ -125,11 +117,10 @@ def check_tensors(hf: HFCheckpoint, dims: L.Dims, vocab_rows: int) -> torch.dtyp
 
 
 def plan_conversion(hf: HFCheckpoint, tokenizer_dir, tp: int, pp: int, model_cfg=None,
-                    rope_base: Optional[float] = None, dtype: Optional[str] = None) -> Plan:
+                    rope_base: Optional[float] = None, dtype: Optional[str] = None) -> ConversionPlan:
     """All checks; raises ValueError/FileNotFoundError naming the file and the problem."""
-    from ..model.config import ParallelConfig
+    from ..model.config import ParallelConfig, padded_vocab
     from ..tokenizer.tokenizer import SpiritTokenizer
-    from ..tokenizer.vocab import padded_vocab_size
 
     check_hf_config(hf)
     if model_cfg is None:
@@ -138,8 +129,6 @@ def plan_conversion(hf: HFCheckpoint, tokenizer_dir, tp: int, pp: int, model_cfg
         check_config_matches(hf, model_cfg)
         if rope_base is not None:
             model_cfg = dataclasses.replace(model_cfg, rope_base=float(rope_base))
-    dims = L.Dims.of(model_cfg)
-    L.check_split(dims, tp, pp)
     ParallelConfig(tp=tp, pp=pp).check_model(model_cfg)
 
     tokenizer = SpiritTokenizer(tokenizer_dir)
@@ -150,20 +139,18 @@ def plan_conversion(hf: HFCheckpoint, tokenizer_dir, tp: int, pp: int, model_cfg
             f"tokenizer {tokenizer_dir} extends a base vocabulary of {base} pieces but the checkpoint "
             f"{hf.folder} has vocab_size {hf_vocab}: build the SpiRit tokenizer from this model's tokenizer.model"
         )
-    src_dtype = check_tensors(hf, dims, base)
-    if src_dtype not in DTYPE_NAMES.values():
+    src_dtype = check_tensors(hf, model_cfg, base)
+    if src_dtype not in DTYPES.values():
         raise ValueError(f"{hf.folder}: weights are {src_dtype}; expected float32, bfloat16 or float16")
-    if dtype is not None and dtype not in DTYPE_NAMES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
-    out_dtype = DTYPE_NAMES[dtype] if dtype else src_dtype
-    padded = padded_vocab_size(tokenizer.vocab.full_size, model_cfg.make_vocab_size_divisible_by, tp)
-    return Plan(model_cfg, dims, base, padded, tokenizer.vocab.flavor, out_dtype, tp, pp)
+    out_dtype = check_dtype(dtype) if dtype is not None else src_dtype
+    padded = padded_vocab(tokenizer.vocab.full_size, model_cfg, ParallelConfig(tp=tp))
+    return ConversionPlan(model_cfg, tokenizer, padded, out_dtype, tp, pp)
 
 
 class _Producer:
     """Computes the Megatron chunk the writer asks for from the HF tensors; caches one layer tensor."""
 
-    def __init__(self, hf: HFCheckpoint, plan: Plan, seed: int, bar=None):
+    def __init__(self, hf: HFCheckpoint, plan: ConversionPlan, seed: int, bar=None):
         self.hf, self.plan, self.seed, self.bar = hf, plan, seed, bar
         self._cache: tuple[tuple[str, int], torch.Tensor] | None = None
 
@@ -180,7 +167,7 @@ class _Producer:
             tensor = self.hf.get(L.HF_FINAL_NORM)
         else:
             parts = [self.hf.get(L.hf_layer_name(layer, p)) for p in L.HF_LAYER_PARTS[key]]
-            tensor = L.layer_to_megatron(key, parts, self.plan.dims)
+            tensor = L.layer_to_megatron(key, parts, self.plan.model_cfg)
         tensor = tensor.to(self.plan.dtype)
         self._cache = (tag, tensor)
         return tensor
@@ -197,14 +184,14 @@ class _Producer:
         return chunk.unsqueeze(0) if layered else chunk
 
 
-def megatron_sharded_state_dict(dims: L.Dims, vocab_rows: int, dtype: torch.dtype) -> dict:
+def megatron_sharded_state_dict(model_cfg: ModelConfig, vocab_rows: int, dtype: torch.dtype) -> dict:
     """The model's sharded state dict as GPTModel (TP1/PP1, fc1 factory applied) describes it, data-less."""
     from megatron.core.dist_checkpointing import ShardedObject
 
     from .streaming_save import meta_sharded_tensor
 
-    shapes = L.megatron_shapes(dims, vocab_rows)
-    n = dims.num_layers
+    shapes = L.megatron_shapes(model_cfg, vocab_rows)
+    n = model_cfg.num_layers
     sd = {L.EMBEDDING: meta_sharded_tensor(L.EMBEDDING, shapes[L.EMBEDDING], dtype)}
     for key in L.LAYER_KEYS:
         for i in range(n):
@@ -231,22 +218,18 @@ def hf_to_megatron(hf_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike, 
     from megatron.core import dist_checkpointing
     from tqdm import tqdm
 
+    from ..parallel.local_group import local_group
     from ..utils.atomic import atomic_dir
-    from .local_group import local_group
     from .streaming_save import streaming_strategy
 
     hf = HFCheckpoint(hf_dir)
     plan = plan_conversion(hf, tokenizer_dir, tp, pp, model_cfg, rope_base, dtype)
-    sharded = megatron_sharded_state_dict(plan.dims, plan.padded_vocab, plan.dtype)
+    sharded = megatron_sharded_state_dict(plan.model_cfg, plan.padded_vocab, plan.dtype)
     out_dir = Path(out_dir)
     with tqdm(total=len(sharded), desc="hf→megatron", unit="tensor", disable=not progress) as bar, \
             atomic_dir(out_dir) as tmp, local_group():
         produce = _Producer(hf, plan, seed, bar)
         dist_checkpointing.save(sharded, str(tmp), sharded_strategy=streaming_strategy(produce, lambda _: bar.update()))
-        write_info(
-            tmp, plan.model_cfg, plan.base_vocab, plan.flavor, plan.padded_vocab,
-            {v: k for k, v in DTYPE_NAMES.items()}[plan.dtype],
-            extra={"converted_from": str(Path(hf_dir).resolve()), "seed": seed, "tp": tp, "pp": pp},
-        )
-        shutil.copytree(tokenizer_dir, tmp / TOKENIZER_SUBDIR)
+        describe(tmp, plan.model_cfg, plan.tokenizer, plan.padded_vocab, dtype_name(plan.dtype),
+                 extra={"converted_from": str(Path(hf_dir).resolve()), "seed": seed, "tp": tp, "pp": pp})
     return out_dir

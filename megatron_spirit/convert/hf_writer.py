@@ -18,9 +18,10 @@ from typing import Sequence
 
 import torch
 
-INDEX = "model.safetensors.index.json"
-_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
-           torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.int8: "I8", torch.bool: "BOOL"}
+from .hf_checkpoint import SAFE_INDEX as INDEX
+from .hf_checkpoint import SAFETENSORS_DTYPES
+
+_DTYPES = {torch_dtype: name for name, torch_dtype in SAFETENSORS_DTYPES.items()}
 
 
 def _nbytes(shape: Sequence[int], dtype: torch.dtype) -> int:

@@ -1,6 +1,8 @@
-"""Hugging Face LLaMA ⇄ megatron-core GPTModel: the tensor mapping and the TP/PP split rules, in one place.
+"""Hugging Face LLaMA ⇄ megatron-core GPTModel: the tensor mapping, in one place.
 
-Every converter, loader and test asks this module how a tensor is named, laid out, split or padded.
+Every converter, loader and test asks this module how a tensor is named, laid out or padded. Sizes come from a
+``model.config.ModelConfig``; whether a TP/PP layout can split a model is ``ParallelConfig.check_model``'s
+question, and megatron-core does the splitting itself (on save and load).
 
 Names. A megatron-core distributed checkpoint is keyed by *sharded keys*, not by module paths: the layers are
 stacked on a leading axis (``decoder.layers.<name>`` has shape ``[num_layers, ...]``, layer ``i`` at offset
@@ -24,10 +26,9 @@ Layouts (global, i.e. what the checkpoint stores; independent of TP):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
-
 import torch
+
+from ..model.config import ModelConfig
 
 # Megatron sharded keys ---------------------------------------------------------------------------------------
 EMBEDDING = "embedding.word_embeddings.weight"
@@ -72,39 +73,14 @@ def hf_layer_name(layer: int, part: str) -> str:
     return f"model.layers.{layer}.{part}"
 
 
-@dataclass(frozen=True)
-class Dims:
-    """The sizes the mapping needs (taken from a ModelConfig or an HF config)."""
-
-    num_layers: int
-    hidden_size: int
-    ffn_hidden_size: int
-    num_attention_heads: int
-    num_query_groups: int
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @classmethod
-    def of(cls, model_cfg) -> "Dims":
-        return cls(
-            model_cfg.num_layers,
-            model_cfg.hidden_size,
-            model_cfg.ffn_hidden_size,
-            model_cfg.num_attention_heads,
-            model_cfg.query_groups,
-        )
-
-
-def hf_shapes(d: Dims, vocab_rows: int) -> dict[str, tuple[int, ...]]:
+def hf_shapes(d: ModelConfig, vocab_rows: int) -> dict[str, tuple[int, ...]]:
     """Every tensor of an HF LlamaForCausalLM with these sizes, by name."""
-    h, f, hd = d.hidden_size, d.ffn_hidden_size, d.head_dim
+    h, f, hd = d.hidden_size, d.ffn_hidden_size, d.kv_channels
     per_layer = {
         "input_layernorm.weight": (h,),
         "self_attn.q_proj.weight": (d.num_attention_heads * hd, h),
-        "self_attn.k_proj.weight": (d.num_query_groups * hd, h),
-        "self_attn.v_proj.weight": (d.num_query_groups * hd, h),
+        "self_attn.k_proj.weight": (d.query_groups * hd, h),
+        "self_attn.v_proj.weight": (d.query_groups * hd, h),
         "self_attn.o_proj.weight": (h, d.num_attention_heads * hd),
         "post_attention_layernorm.weight": (h,),
         "mlp.gate_proj.weight": (f, h),
@@ -119,13 +95,13 @@ def hf_shapes(d: Dims, vocab_rows: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def megatron_shapes(d: Dims, vocab_rows: int) -> dict[str, tuple[int, ...]]:
+def megatron_shapes(d: ModelConfig, vocab_rows: int) -> dict[str, tuple[int, ...]]:
     """Global shapes of the checkpoint's tensors by sharded key (layer keys: shape of ONE layer)."""
-    h, f, hd = d.hidden_size, d.ffn_hidden_size, d.head_dim
+    h, f, hd = d.hidden_size, d.ffn_hidden_size, d.kv_channels
     return {
         EMBEDDING: (vocab_rows, h),
         INPUT_NORM: (h,),
-        QKV: ((d.num_attention_heads + 2 * d.num_query_groups) * hd, h),
+        QKV: ((d.num_attention_heads + 2 * d.query_groups) * hd, h),
         PROJ: (h, d.num_attention_heads * hd),
         MLP_NORM: (h,),
         FC1: (2 * f, h),
@@ -136,9 +112,9 @@ def megatron_shapes(d: Dims, vocab_rows: int) -> dict[str, tuple[int, ...]]:
 
 
 # Fused QKV and fc1 -------------------------------------------------------------------------------------------
-def qkv_to_megatron(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, d: Dims) -> torch.Tensor:
+def qkv_to_megatron(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, d: ModelConfig) -> torch.Tensor:
     """HF q/k/v projections → megatron's fused QKV, grouped per query group."""
-    groups, hd, h = d.num_query_groups, d.head_dim, q.shape[1]
+    groups, hd, h = d.query_groups, d.kv_channels, q.shape[1]
     per_group = d.num_attention_heads // groups
     fused = torch.cat(
         [q.reshape(groups, per_group * hd, h), k.reshape(groups, hd, h), v.reshape(groups, hd, h)], dim=1
@@ -146,9 +122,9 @@ def qkv_to_megatron(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, d: Dims) 
     return fused.reshape(-1, h)
 
 
-def qkv_from_megatron(qkv: torch.Tensor, d: Dims) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def qkv_from_megatron(qkv: torch.Tensor, d: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inverse of :func:`qkv_to_megatron`."""
-    groups, hd, h = d.num_query_groups, d.head_dim, qkv.shape[1]
+    groups, hd, h = d.query_groups, d.kv_channels, qkv.shape[1]
     per_group = d.num_attention_heads // groups
     q, k, v = qkv.reshape(groups, (per_group + 2) * hd, h).split([per_group * hd, hd, hd], dim=1)
     return q.reshape(-1, h).contiguous(), k.reshape(-1, h).contiguous(), v.reshape(-1, h).contiguous()
@@ -163,7 +139,7 @@ def fc1_from_megatron(fc1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return gate.contiguous(), up.contiguous()
 
 
-def layer_to_megatron(key: str, parts: list[torch.Tensor], d: Dims) -> torch.Tensor:
+def layer_to_megatron(key: str, parts: list[torch.Tensor], d: ModelConfig) -> torch.Tensor:
     """One layer's Megatron tensor from its HF parts (in ``HF_LAYER_PARTS[key]`` order)."""
     if key == QKV:
         return qkv_to_megatron(*parts, d)
@@ -173,7 +149,7 @@ def layer_to_megatron(key: str, parts: list[torch.Tensor], d: Dims) -> torch.Ten
     return only
 
 
-def layer_from_megatron(key: str, tensor: torch.Tensor, d: Dims) -> tuple[torch.Tensor, ...]:
+def layer_from_megatron(key: str, tensor: torch.Tensor, d: ModelConfig) -> tuple[torch.Tensor, ...]:
     """One layer's HF parts (in ``HF_LAYER_PARTS[key]`` order) from its Megatron tensor."""
     if key == QKV:
         return qkv_from_megatron(tensor, d)
@@ -206,58 +182,3 @@ def trim_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
         return weight[:rows].contiguous()
     pad = torch.zeros(rows - weight.shape[0], weight.shape[1], dtype=weight.dtype)
     return torch.cat([weight, pad], dim=0)
-
-
-# TP / PP split rules ----------------------------------------------------------------------------------------
-#: Axis each key is split on under TP (None: replicated). fc1 is special: see :func:`tp_shard`.
-TP_AXIS: dict[str, Optional[int]] = {
-    EMBEDDING: 0,
-    OUTPUT: 0,
-    QKV: 0,
-    FC1: 0,
-    PROJ: 1,
-    FC2: 1,
-    INPUT_NORM: None,
-    MLP_NORM: None,
-    FINAL_NORM: None,
-}
-
-
-def tp_shard(key: str, tensor: torch.Tensor, tp: int, rank: int) -> torch.Tensor:
-    """What TP rank ``rank`` of ``tp`` holds of a (one-layer) global Megatron tensor.
-
-    QKV rows are whole query groups per rank (groups are contiguous, so a plain row split); fc1 holds its
-    slice of gate followed by its slice of up.
-    """
-    axis = TP_AXIS[key]
-    if axis is None:
-        return tensor
-    if key == FC1:
-        gate, up = tensor.chunk(2, dim=0)
-        return torch.cat([gate.chunk(tp, dim=0)[rank], up.chunk(tp, dim=0)[rank]], dim=0)
-    return tensor.chunk(tp, dim=axis)[rank]
-
-
-def pp_layers(num_layers: int, pp: int, rank: int) -> range:
-    """Global layer indices held by pipeline rank ``rank`` (even split, no virtual stages)."""
-    per = num_layers // pp
-    return range(rank * per, (rank + 1) * per)
-
-
-def check_split(d: Dims, tp: int, pp: int) -> None:
-    """Clear errors when a layout cannot split this model."""
-    problems = []
-    if d.num_attention_heads % tp:
-        problems.append(f"tp={tp} does not divide num_attention_heads={d.num_attention_heads}")
-    if d.num_query_groups % tp:
-        problems.append(f"tp={tp} does not divide num_query_groups (key/value heads)={d.num_query_groups}")
-    if d.ffn_hidden_size % tp:
-        problems.append(f"tp={tp} does not divide ffn_hidden_size={d.ffn_hidden_size}")
-    if d.num_layers % pp:
-        problems.append(f"pp={pp} does not divide num_layers={d.num_layers}")
-    if problems:
-        raise ValueError("; ".join(problems))
-
-
-#: Callable giving a tensor by HF name (lazy readers implement it).
-TensorGetter = Callable[[str], torch.Tensor]

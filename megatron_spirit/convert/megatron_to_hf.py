@@ -7,9 +7,9 @@ rows are trimmed to the flavor's exported size (SPEC §1: 32512 base / 32768 exp
 folder gets ``config.json`` (exported vocab size, ``rope_theta``), ``generation_config.json`` and the
 tokenizer files (SPEC §6), and is written atomically.
 
-Hyper-parameters come from ``spirit_checkpoint.json`` (written by ``hf-to-megatron``; the trainer can write it
-with ``checkpoint_info.write_info``) or from an explicit model config; the tokenizer from ``--tokenizer`` or
-the checkpoint's ``tokenizer/`` copy.
+Hyper-parameters come from ``spirit_checkpoint.json`` (written by ``hf-to-megatron`` and by the trainer:
+``checkpoint.info``) or from an explicit model config; the tokenizer from ``--tokenizer`` or the checkpoint's
+``tokenizer/`` copy.
 """
 from __future__ import annotations
 
@@ -21,39 +21,13 @@ from typing import Optional
 
 import torch
 
+from ..checkpoint.folder import resolve
+from ..checkpoint.info import find_info, find_tokenizer, model_config_from_info
+from ..model.config import ModelConfig, check_dtype
 from . import layout as L
-from .checkpoint_info import TOKENIZER_SUBDIR, model_config_from_info, read_info
-from .hf_to_megatron import DTYPE_NAMES
 
-TORCH_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "spirit_tokenizer.json",
                    "LICENSE", "LICENSE.txt", "USE_POLICY.md")
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint folder itself, or a training root whose newest complete ``iter_*`` is taken."""
-    path = Path(path)
-    if (path / "metadata.json").is_file():
-        return path
-    if path.is_dir():
-        from ..training.checkpoint_dir import CheckpointDir
-
-        latest = CheckpointDir(path).latest()
-        if latest is not None and (latest / "metadata.json").is_file():
-            return latest
-    raise FileNotFoundError(
-        f"{path} is not a megatron-core distributed checkpoint (no metadata.json) nor a training folder with a "
-        f"complete iter_* checkpoint"
-    )
-
-
-def _find_tokenizer(ckpt: Path, tokenizer_dir) -> Path:
-    if tokenizer_dir is not None:
-        return Path(tokenizer_dir)
-    for cand in (ckpt / TOKENIZER_SUBDIR, ckpt.parent / TOKENIZER_SUBDIR):
-        if (cand / "tokenizer.model").is_file():
-            return cand
-    raise FileNotFoundError(f"no tokenizer given and none in {ckpt / TOKENIZER_SUBDIR}: pass --tokenizer")
 
 
 def hf_config_dict(model_cfg, vocab_size: int, dtype: torch.dtype, bos_id: int, eos_id: int) -> dict:
@@ -82,11 +56,11 @@ def hf_config_dict(model_cfg, vocab_size: int, dtype: torch.dtype, bos_id: int, 
         "use_cache": True,
         "bos_token_id": bos_id,
         "eos_token_id": eos_id,
-        "torch_dtype": TORCH_DTYPE_NAMES[dtype],
+        "torch_dtype": str(dtype).removeprefix("torch."),  # "bfloat16", as transformers writes it
     }
 
 
-def check_checkpoint(meta: dict, ckpt: Path, dims: L.Dims, min_rows: int) -> tuple[int, torch.dtype]:
+def check_checkpoint(meta: dict, ckpt: Path, model_cfg: ModelConfig, min_rows: int) -> tuple[int, torch.dtype]:
     """Keys and shapes against the model config; returns (vocabulary rows, dtype)."""
     if L.EMBEDDING not in meta:
         raise ValueError(f"{ckpt}: no {L.EMBEDDING} in the checkpoint: not a GPT model checkpoint")
@@ -96,8 +70,8 @@ def check_checkpoint(meta: dict, ckpt: Path, dims: L.Dims, min_rows: int) -> tup
             f"{ckpt}: embedding has {rows} rows but the tokenizer has {min_rows} ids: wrong tokenizer for this checkpoint"
         )
     problems = []
-    for key, shape in L.megatron_shapes(dims, rows).items():
-        want = (dims.num_layers,) + shape if key in L.LAYER_KEYS else shape
+    for key, shape in L.megatron_shapes(model_cfg, rows).items():
+        want = (model_cfg.num_layers,) + shape if key in L.LAYER_KEYS else shape
         if key not in meta:
             problems.append(f"{key} missing")
         elif tuple(meta[key].global_shape) != want:
@@ -114,15 +88,15 @@ def _load(ckpt: Path, request: dict) -> dict:
     return dist_checkpointing.load(request, str(ckpt), validate_access_integrity=False)
 
 
-def _layer_request(dims: L.Dims, rows: int, layer: int, dtype: torch.dtype) -> dict:
+def _layer_request(model_cfg: ModelConfig, rows: int, layer: int, dtype: torch.dtype) -> dict:
     from megatron.core.dist_checkpointing import ShardedTensor
 
-    shapes = L.megatron_shapes(dims, rows)
+    shapes = L.megatron_shapes(model_cfg, rows)
     # The layer axis as a real axis (local size 1), not a prepended one: megatron's prepended-axis path expects
     # every layer of the grid on some rank, which a one-layer request in a world of one is not.
     return {
         key: ShardedTensor.from_rank_offsets(
-            key, torch.empty((1,) + shapes[key], dtype=dtype), (0, layer, dims.num_layers), replica_id=0
+            key, torch.empty((1,) + shapes[key], dtype=dtype), (0, layer, model_cfg.num_layers), replica_id=0
         )
         for key in L.LAYER_KEYS
     }
@@ -142,16 +116,16 @@ def megatron_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, toke
 
     from ..tokenizer.tokenizer import SpiritTokenizer
     from ..utils.atomic import atomic_dir
+    from ..parallel.local_group import local_group
     from .hf_writer import ShardedSafetensorsWriter
-    from .local_group import local_group
 
-    ckpt = resolve_checkpoint(ckpt_dir)
-    info = read_info(ckpt) or read_info(ckpt.parent)
+    ckpt = resolve(ckpt_dir)
+    info = find_info(ckpt)
     if model_cfg is None:
         if info is None:
             raise FileNotFoundError(f"{ckpt} has no spirit_checkpoint.json: pass the model config (--config)")
         model_cfg = model_config_from_info(info)
-    tok_dir = _find_tokenizer(ckpt, tokenizer_dir)
+    tok_dir = find_tokenizer(ckpt, tokenizer_dir)
     tokenizer = SpiritTokenizer(tok_dir)
     vocab = tokenizer.vocab
     if info is not None and info.get("vocab", {}).get("base_size") not in (None, vocab.base_size):
@@ -159,33 +133,31 @@ def megatron_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, toke
             f"tokenizer {tok_dir} has a base vocabulary of {vocab.base_size} but the checkpoint was made with "
             f"{info['vocab']['base_size']}"
         )
-    if dtype is not None and dtype not in DTYPE_NAMES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
-    dims = L.Dims.of(model_cfg)
+    wanted_dtype = check_dtype(dtype) if dtype is not None else None
     out_dir = Path(out_dir)
 
     with local_group():
         meta = dist_checkpointing.load_tensors_metadata(str(ckpt))
-        rows, ckpt_dtype = check_checkpoint(meta, ckpt, dims, vocab.full_size)
-        out_dtype = DTYPE_NAMES[dtype] if dtype else ckpt_dtype
+        rows, ckpt_dtype = check_checkpoint(meta, ckpt, model_cfg, vocab.full_size)
+        out_dtype = wanted_dtype or ckpt_dtype
         export_rows = vocab.export_size
 
         def vocab_tensor(key):
-            weight = _load(ckpt, _global_request(key, (rows, dims.hidden_size), ckpt_dtype))[key]
+            weight = _load(ckpt, _global_request(key, (rows, model_cfg.hidden_size), ckpt_dtype))[key]
             return L.trim_rows(weight, export_rows).to(out_dtype)
 
         with atomic_dir(out_dir) as tmp:
-            order = [(n, shape, out_dtype) for n, shape in L.hf_shapes(dims, export_rows).items()]
+            order = [(n, shape, out_dtype) for n, shape in L.hf_shapes(model_cfg, export_rows).items()]
             writer = ShardedSafetensorsWriter(tmp, order, max_shard_bytes)
             writer.add(L.HF_EMBEDDING, vocab_tensor(L.EMBEDDING))
-            for layer in tqdm(range(dims.num_layers), desc="megatron→hf", unit="layer", disable=not progress):
-                loaded = _load(ckpt, _layer_request(dims, rows, layer, ckpt_dtype))
+            for layer in tqdm(range(model_cfg.num_layers), desc="megatron→hf", unit="layer", disable=not progress):
+                loaded = _load(ckpt, _layer_request(model_cfg, rows, layer, ckpt_dtype))
                 for key in L.LAYER_KEYS:
-                    parts = L.layer_from_megatron(key, loaded[key][0], dims)
+                    parts = L.layer_from_megatron(key, loaded[key][0], model_cfg)
                     for part, tensor in zip(L.HF_LAYER_PARTS[key], parts):
                         writer.add(L.hf_layer_name(layer, part), tensor.to(out_dtype))
                 del loaded
-            norm = _load(ckpt, _global_request(L.FINAL_NORM, (dims.hidden_size,), ckpt_dtype))[L.FINAL_NORM]
+            norm = _load(ckpt, _global_request(L.FINAL_NORM, (model_cfg.hidden_size,), ckpt_dtype))[L.FINAL_NORM]
             writer.add(L.HF_FINAL_NORM, norm.to(out_dtype))
             writer.add(L.HF_OUTPUT, vocab_tensor(L.OUTPUT))
             writer.close()

@@ -24,7 +24,10 @@ import torch
 
 from ..tokenizer.vocab import padded_vocab_size
 
+#: Parameter dtypes by the names configs and command lines use.
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: The SpiRit-LM recipe's RoPE base (SPEC §4); LLaMA-2's own is 10,000.
+RECIPE_ROPE_BASE = 100000.0
 RECOMPUTE = (None, "selective", "full")
 
 
@@ -80,6 +83,21 @@ class ModelConfig:
         return self.num_layers * per_layer + h + 2 * vocab_size * h
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The :data:`DTYPES` name of a torch dtype ("bf16" for ``torch.bfloat16``)."""
+    for name, d in DTYPES.items():
+        if d == dtype:
+            return name
+    raise ValueError(f"{dtype} is not one of the parameter dtypes {', '.join(DTYPES)}")
+
+
+def check_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a :data:`DTYPES` name; an error listing the names otherwise."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
 def _llama(name, layers, hidden, ffn, heads, groups=None, rope=10000.0, seq=4096, std=0.02) -> ModelConfig:
     return ModelConfig(layers, hidden, ffn, heads, groups, seq, rope, 1e-5, 128, std, name)
 
@@ -92,11 +110,11 @@ NAMED_CONFIGS: dict[str, ModelConfig] = {
         _llama("llama2-7b", 32, 4096, 11008, 32),
         _llama("llama2-13b", 40, 5120, 13824, 40),
         _llama("llama2-70b", 80, 8192, 28672, 64, groups=8),
-        _llama("spirit-7b", 32, 4096, 11008, 32, rope=100000.0),
-        _llama("spirit-13b", 40, 5120, 13824, 40, rope=100000.0),
+        _llama("spirit-7b", 32, 4096, 11008, 32, rope=RECIPE_ROPE_BASE),
+        _llama("spirit-13b", 40, 5120, 13824, 40, rope=RECIPE_ROPE_BASE),
         _llama("tiny", 2, 64, 176, 4, seq=64),
         _llama("tiny-gqa", 4, 64, 176, 4, groups=2, seq=64),
-        _llama("small", 4, 256, 688, 4, seq=512, rope=100000.0),
+        _llama("small", 4, 256, 688, 4, seq=512, rope=RECIPE_ROPE_BASE),
     )
 }
 
@@ -154,21 +172,22 @@ class ParallelConfig:
         return world_size // self.model_parallel_size
 
     def check_model(self, model: ModelConfig) -> None:
-        """Errors naming the key when the model cannot be split this way."""
+        """Errors naming every key that cannot be split this way (the one TP/PP divisibility check)."""
+        problems = []
         if model.num_attention_heads % self.tp or model.query_groups % self.tp:
-            raise ValueError(
+            problems.append(
                 f"tp={self.tp} must divide num_attention_heads={model.num_attention_heads} and "
                 f"num_query_groups={model.query_groups} of model {model.name!r}"
             )
         if model.ffn_hidden_size % self.tp:
-            raise ValueError(f"tp={self.tp} must divide ffn_hidden_size={model.ffn_hidden_size} of {model.name!r}")
+            problems.append(f"tp={self.tp} must divide ffn_hidden_size={model.ffn_hidden_size} of {model.name!r}")
         stages = self.pp * (self.vpp or 1)
         if model.num_layers % stages:
-            raise ValueError(
-                f"pp×vpp = {stages} must divide num_layers={model.num_layers} of model {model.name!r}"
-            )
+            problems.append(f"pp×vpp = {stages} must divide num_layers={model.num_layers} of model {model.name!r}")
         if self.sp and model.seq_length % self.tp:
-            raise ValueError(f"sequence parallel: tp={self.tp} must divide seq_length={model.seq_length}")
+            problems.append(f"sequence parallel: tp={self.tp} must divide seq_length={model.seq_length}")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 def padded_vocab(vocab_size: int, model: ModelConfig, parallel: ParallelConfig) -> int:
@@ -195,13 +214,11 @@ def transformer_config(
     """
     from megatron.core.transformer import TransformerConfig
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    torch_dtype = check_dtype(dtype)
     parallel.check_model(model)
     cuda = torch.cuda.is_available()
     fused = cuda if fused_kernels is None else fused_kernels
     cpu_init = (not cuda) if use_cpu_initialization is None else use_cpu_initialization
-    torch_dtype = DTYPES[dtype]
     recompute = {}
     if parallel.recompute == "full":
         recompute = dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)

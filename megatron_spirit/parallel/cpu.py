@@ -6,6 +6,12 @@ when CUDA is absent (``enable()`` does nothing on a GPU machine). The same GPTMo
 optimizer and ``get_forward_backward_func`` schedules then run in both worlds. Measured facts behind each
 entry: ``shared/notes/megatron-core-on-cpu.md``.
 
+One explicit switch per process entry, never a side effect of library code: the CLI mains and a test that
+runs megatron-core in its own process use ``with cpu.compat():`` (undone on exit, so a caller's process is left
+as it was); the launcher's rank entry (``parallel.launch``) calls ``enable()``. Library code that needs the
+mode (``runtime.init_distributed``, ``local_group``, ``seed_model_parallel_rng``) calls ``require()``, which
+names the missing switch instead of failing deep inside megatron-core.
+
 Scope of the mode (item 2/3): torch keeps function modes per thread, and disables a mode while its own
 handler runs — so it covers calls made by the thread that called ``enable()``, but not calls made from
 inside a dispatched function (e.g. the Python autograd backward started by ``Tensor.backward``) or from other
@@ -51,15 +57,17 @@ Every assumption covered, where it is met, and what this module does about it:
    ``_set_cuda_rng_state`` in ``tensor_parallel/random.py``). → without CUDA there is no such generator:
    those two helpers return an empty state and restore nothing. The CPU generator (which drives dropout on
    CPU) and megatron's tracker states are still saved and restored by megatron itself, so recomputed
-   forwards draw the same numbers. Patched when megatron-core's module is loaded (``seed_model_parallel_rng``
-   or ``enable`` after the import).
+   forwards draw the same numbers. Patched once megatron-core's module is loaded (by ``enable`` after the
+   import, else by ``seed_model_parallel_rng``, which every model set-up calls).
 10. dist-ckpt save spawns a ``multiprocessing.Manager`` that re-imports ``__main__``: scripts that save must
    have an ``if __name__ == "__main__":`` guard (not patchable; documented here for callers).
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+from typing import Iterator
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -181,12 +189,35 @@ def enabled() -> bool:
     return _mode is not None
 
 
+@contextlib.contextmanager
+def compat() -> Iterator[bool]:
+    """``enable()`` for the body, then undo it unless it was already on (yields whether the mode is active)."""
+    switched_on = cuda_absent() and not enabled()
+    active = enable()
+    try:
+        yield active
+    finally:
+        if switched_on:
+            disable()
+
+
+def require(what: str) -> None:
+    """Raise if CUDA is absent and the process entry did not switch the mode on."""
+    if cuda_absent() and not enabled():
+        raise RuntimeError(
+            f"{what} runs megatron-core, and this machine has no CUDA: switch on megatron_spirit.parallel.cpu at "
+            "the process entry (cpu.enable(), or `with cpu.compat():`), as the spirit-* commands do"
+        )
+
+
 def seed_model_parallel_rng(seed: int) -> None:
     """Assumption 5: seed megatron's model-parallel RNG tracker, with CPU states when CUDA is absent."""
     from megatron.core import tensor_parallel
 
     if cuda_absent():
-        enable()  # also bridges item 9 now that megatron-core is imported
+        require("seeding megatron-core's RNG tracker")
+        with _lock:
+            _patch_megatron_rng()  # item 9, now that megatron-core is imported
         tensor_parallel.model_parallel_cuda_manual_seed(seed, inference_rng_tracker=True, force_reset_rng=True)
     else:
         tensor_parallel.model_parallel_cuda_manual_seed(seed, force_reset_rng=True)

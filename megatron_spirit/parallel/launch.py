@@ -9,7 +9,7 @@ For tests and small CPU jobs (the trainer's real launcher is torchrun or srun)::
 
 The target is ``"package.module:function"`` (imported fresh in each child, so it must be importable from
 the child's ``sys.path``; the caller's path is passed on). Each child gets ``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` and ``OMP_NUM_THREADS=1``, calls
+``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` and ``OMP_NUM_THREADS=1``, switches on ``parallel.cpu`` and calls
 ``parallel.runtime.init_distributed()`` first, runs the function, and tears the process group down. A rank
 that raises makes ``run_ranks`` raise ``RankFailed`` carrying that rank's traceback; ranks still waiting on
 the failed one are killed instead of hanging.
@@ -51,11 +51,12 @@ def _child_main(target: str, args_file: str, result_file: str) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from . import runtime
+    from . import cpu, runtime
 
     try:
         with open(args_file, "rb") as f:
             args, kwargs = pickle.load(f)
+        cpu.enable()  # this process's one switch for the CUDA-less mode (a no-op with CUDA)
         runtime.init_distributed(timeout_minutes=5)
         value = resolve(target)(*args, **kwargs)
         payload = ("ok", value)

@@ -11,8 +11,8 @@ Usage (trainer, converters, tests)::
 ``init_distributed`` reads torchrun's ``RANK/WORLD_SIZE/LOCAL_RANK`` or, failing those, Slurm's
 ``SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID`` (``MASTER_ADDR`` defaults to the first host of
 ``SLURM_JOB_NODELIST`` when Slurm is the source, ``MASTER_PORT`` to a port derived from the job id); with
-neither it starts a world of one. On a machine without CUDA it also enables ``parallel.cpu`` so megatron-core's
-CUDA assumptions are bridged before any model is built.
+neither it starts a world of one. On a machine without CUDA the process entry must have switched on
+``parallel.cpu`` (a clear error otherwise) so megatron-core's CUDA assumptions are bridged.
 """
 from __future__ import annotations
 
@@ -88,10 +88,9 @@ def read_env(environ: dict | None = None) -> DistEnv:
 
 
 def init_distributed(environ: dict | None = None, timeout_minutes: int = 30) -> DistEnv:
-    """Start torch.distributed for this process (idempotent): nccl with CUDA, gloo without (plus ``cpu.enable``)."""
+    """Start torch.distributed for this process (idempotent): nccl with CUDA, gloo without."""
     env = read_env(environ)
-    if cpu.cuda_absent():
-        cpu.enable()
+    cpu.require("init_distributed")
     if torch.distributed.is_initialized():
         return env
     if torch.cuda.is_available():

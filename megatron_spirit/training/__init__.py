@@ -1,1 +1,1 @@
-"""Continued pretraining: config, data, the loop, checkpoints, signals and metrics."""
+"""Continued pretraining: config, GPT datasets and per-step batches, the loop, signals and metrics."""

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ..checkpoint.folder import CheckpointDir
 from ..utils.config_io import dump_yaml
-from .checkpoint_dir import CheckpointDir
 from .config import TrainConfig
 from .signals import REQUEUE_EXIT_CODE, StopRequest
 
@@ -53,8 +53,8 @@ class Trainer:
         from ..model.build import attach_schedule_hooks, build_model, wrap_ddp
         from ..parallel.runtime import init_distributed, init_model_parallel
         from ..tokenizer.tokenizer import SpiritTokenizer
-        from .data import TrainData
         from ..model.flops import flops_per_token
+        from .batches import TrainData
 
         cfg = self.cfg
         self.env = init_distributed()
@@ -93,6 +93,7 @@ class Trainer:
         )
         self.data = TrainData(cfg.data, self.model_cfg.seq_length, self.tokenizer,
                               global_batch=s.global_batch_size, micro_batch=s.micro_batch_size,
+                              num_micro=self.num_micro,
                               train_steps=s.train_steps, eval_steps=s.eval_steps if s.eval_interval else 0,
                               eval_interval=s.eval_interval, seed=cfg.data.seed or cfg.seed)
         self.flops_per_token = flops_per_token(
@@ -111,11 +112,11 @@ class Trainer:
         Padded rows take part in the softmax, so keeping their number is what makes a resume at another TP
         exact; a TP that cannot split the saved size pads anew (and the padded rows start fresh).
         """
-        from megatron.core import dist_checkpointing
+        from ..checkpoint.resume import read_state
 
         latest = self.ckpt.latest()
         if latest is not None:
-            saved = dist_checkpointing.load_common_state_dict(str(latest))["common"].get("padded_vocab")
+            saved = read_state(latest).padded_vocab
             if saved and saved % self.cfg.parallel.tp == 0 and saved >= self.tokenizer.vocab_size:
                 return int(saved), False
             if saved:
@@ -124,7 +125,8 @@ class Trainer:
         return self.tokenizer.vocab_size, True
 
     def _resume(self) -> None:
-        from . import checkpoint
+        from ..checkpoint import resume
+        from ..checkpoint.weights import load_weights
 
         cfg = self.cfg
         if dist.get_rank() == 0:
@@ -133,17 +135,17 @@ class Trainer:
         dist.barrier()
         latest = self.ckpt.latest()
         if latest is not None:
-            common = checkpoint.load(latest, self.model, self.optimizer, self.scheduler)
-            self.step = int(common["step"])
-            self.skipped = int(common.get("skipped", 0))
-            if common.get("consumed_samples") != self.step * cfg.schedule.global_batch_size:
+            state = resume.load(latest, self.model, self.optimizer, self.scheduler)
+            self.step = int(state.step)
+            self.skipped = int(state.skipped)
+            if state.consumed_samples != self.step * cfg.schedule.global_batch_size:
                 raise RuntimeError(
-                    f"{latest}: consumed_samples {common.get('consumed_samples')} does not match step {self.step} "
+                    f"{latest}: consumed_samples {state.consumed_samples} does not match step {self.step} "
                     f"× schedule.global_batch_size {cfg.schedule.global_batch_size}: the global batch changed"
                 )
-            log0(f"resumed from {latest} at step {self.step} (saved layout {common.get('layout')})")
+            log0(f"resumed from {latest} at step {self.step} (saved layout {state.to_common()['layout']})")
         elif cfg.checkpoint.finetune_from:
-            ckpt_path = checkpoint.load_weights(cfg.checkpoint.finetune_from, self.model)
+            ckpt_path = load_weights(self.model, cfg.checkpoint.finetune_from)
             log0(f"initialised weights from {ckpt_path} (weights only; optimizer, step and data start fresh)")
         else:
             log0("starting from random initialisation")
@@ -282,32 +284,25 @@ class Trainer:
         return TrainResult(self.step, losses, exit_code)
 
     def save(self) -> Path:
-        from . import checkpoint
+        from ..checkpoint import resume
+        from ..checkpoint.state import TrainingState
 
         if self.cfg.parallel.overlap_param_gather:
             for m in self.model:  # the all-gather of updated params is otherwise deferred to the next forward
                 m.start_param_sync(force_sync=True)
 
-        path = checkpoint.save(
-            self.ckpt, self.step, self.model, self.optimizer, self.scheduler,
-            {"consumed_samples": self.step * self.cfg.schedule.global_batch_size, "skipped": self.skipped,
-             "padded_vocab": self.vocab_size},
-            keep_last=self.cfg.checkpoint.keep_last, describe=self._describe,
-        )
+        state = TrainingState(step=self.step, consumed_samples=self.step * self.cfg.schedule.global_batch_size,
+                              skipped=self.skipped, padded_vocab=self.vocab_size)
+        path = resume.save(self.ckpt, state, self.model, self.optimizer, self.scheduler,
+                           keep_last=self.cfg.checkpoint.keep_last, describe=self._describe)
         log0(f"saved checkpoint {path}")
         return path
 
     def _describe(self, folder: Path) -> None:
         """Model config and tokenizer beside the tensors: ``spirit-convert megatron-to-hf`` needs nothing else."""
-        import shutil
+        from ..checkpoint.info import describe
 
-        from ..convert.checkpoint_info import TOKENIZER_SUBDIR, write_info
-
-        v = self.tokenizer.vocab
-        write_info(folder, self.model_cfg, v.base_size, v.flavor, self.vocab_size, self.cfg.precision,
-                   {"step": self.step})
-        src = self.tokenizer.path if Path(self.tokenizer.path).is_dir() else Path(self.tokenizer.path).parent
-        shutil.copytree(src, folder / TOKENIZER_SUBDIR)
+        describe(folder, self.model_cfg, self.tokenizer, self.vocab_size, self.cfg.precision, {"step": self.step})
 
     @torch.no_grad()
     def evaluate(self) -> float:

@@ -35,6 +35,15 @@ def make_hf_model(path, heads: int, kv_heads: int, fmt: str, seed: int):
     return model
 
 
+@pytest.fixture(autouse=True)
+def cpu_mode():
+    """These tests run megatron-core in the pytest process: switch the CUDA-less mode on for each (and off)."""
+    from megatron_spirit.parallel import cpu
+
+    with cpu.compat():
+        yield
+
+
 @pytest.fixture(scope="session")
 def hf_models(tmp_path_factory):
     """{case: (folder, model)} for the MHA (sharded safetensors) and GQA (pytorch_model.bin) models."""
@@ -49,11 +58,13 @@ def hf_models(tmp_path_factory):
 def converted(tmp_path_factory, hf_models, spirit_tokenizer_dir):
     """{case: megatron checkpoint}: MHA with the recipe's default RoPE base (100000), GQA keeping 10000; tp=2."""
     from megatron_spirit.convert.hf_to_megatron import hf_to_megatron
+    from megatron_spirit.parallel import cpu
 
     root = tmp_path_factory.mktemp("meg")
     out = {}
-    for name, (folder, _) in hf_models.items():
-        rope = None if name == "mha" else 10000.0
-        out[name] = hf_to_megatron(folder, spirit_tokenizer_dir, root / name, tp=2, pp=1, rope_base=rope,
-                                   progress=False)
+    with cpu.compat():  # session fixtures are set up before the per-test cpu_mode
+        for name, (folder, _) in hf_models.items():
+            rope = None if name == "mha" else 10000.0
+            out[name] = hf_to_megatron(folder, spirit_tokenizer_dir, root / name, tp=2, pp=1, rope_base=rope,
+                                       progress=False)
     return out

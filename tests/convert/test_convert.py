@@ -31,16 +31,18 @@ def _assert_original_tensors_identical(original: dict, exported: dict) -> None:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, converted):
     from megatron_spirit.convert.megatron_to_hf import megatron_to_hf
+    from megatron_spirit.parallel import cpu
 
     root = tmp_path_factory.mktemp("exported")
-    return {name: megatron_to_hf(ckpt, root / name, progress=False) for name, ckpt in converted.items()}
+    with cpu.compat():  # module fixtures are set up before the per-test cpu_mode
+        return {name: megatron_to_hf(ckpt, root / name, progress=False) for name, ckpt in converted.items()}
 
 
 def test_checkpoint_is_megatron_core_format_with_info(converted, spirit_tokenizer_dir):
     from megatron.core import dist_checkpointing
 
+    from megatron_spirit.checkpoint.info import read_info
     from megatron_spirit.convert import layout as L
-    from megatron_spirit.convert.checkpoint_info import read_info
 
     ckpt = converted["gqa"]
     assert json.loads((ckpt / "metadata.json").read_text())["sharded_backend"] == "torch_dist"
@@ -93,7 +95,7 @@ def test_megatron_logits_match_hf_at_every_layout_and_trained_checkpoint_exports
 ):
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    from megatron_spirit.convert.checkpoint_info import model_config_from_info, read_info
+    from megatron_spirit.checkpoint.info import model_config_from_info, read_info
     from megatron_spirit.convert.megatron_to_hf import megatron_to_hf
     from megatron_spirit.parallel.launch import run_ranks
     from megatron_spirit.tokenizer.vocab import SpiritVocab

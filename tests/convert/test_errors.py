@@ -60,7 +60,7 @@ def test_tokenizer_of_another_base_vocabulary(tmp_path, hf_models, llama_sized_s
 
 def test_tp_not_dividing_heads(tmp_path, hf_models, spirit_tokenizer_dir):
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match="tp=3 does not divide num_attention_heads=4"):
+    with pytest.raises(ValueError, match="tp=3 must divide num_attention_heads=4"):
         _convert(hf_models["gqa"][0], spirit_tokenizer_dir, out, tp=3)
     _nothing_written(out)
 
@@ -96,7 +96,7 @@ def test_cli_round_trip_and_error_exit(tmp_path, hf_models, spirit_tokenizer_dir
     capsys.readouterr()
     args[args.index("--tp") + 1] = "3"
     assert main(args) == 2
-    assert "spirit-convert hf-to-megatron: error: tp=3 does not divide" in capsys.readouterr().err
+    assert "spirit-convert hf-to-megatron: error: tp=3 must divide" in capsys.readouterr().err
 
 
 def test_unknown_tensor_is_not_silently_dropped(tmp_path, mha_copy, spirit_tokenizer_dir):

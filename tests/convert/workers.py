@@ -31,13 +31,15 @@ def _check_split(chunk, hf_dir, dims, tp: int, tp_rank: int, pp: int, pp_rank: i
     from megatron_spirit.convert import layout as L
     from megatron_spirit.convert.hf_checkpoint import HFCheckpoint
 
+    from .splits import pp_layers, tp_shard
+
     hf = HFCheckpoint(hf_dir)
-    layers = L.pp_layers(dims.num_layers, pp, pp_rank)
+    layers = pp_layers(dims.num_layers, pp, pp_rank)
     assert [layer.layer_number - 1 for layer in chunk.decoder.layers] == list(layers)
     for layer, global_i in zip(chunk.decoder.layers, layers):
         for key, local in ((L.QKV, layer.self_attention.linear_qkv.weight), (L.FC1, layer.mlp.linear_fc1.weight)):
             parts = [hf.get(L.hf_layer_name(global_i, p)) for p in L.HF_LAYER_PARTS[key]]
-            want = L.tp_shard(key, L.layer_to_megatron(key, parts, dims), tp, tp_rank)
+            want = tp_shard(key, L.layer_to_megatron(key, parts, dims), tp, tp_rank)
             assert torch.equal(local.detach(), want), f"{key} layer {global_i} tp rank {tp_rank}"
 
 
@@ -49,9 +51,8 @@ def layouts_logits(layouts, cases, tokens, save_dir=None, save_case=None):
     """
     from megatron.core import dist_checkpointing, parallel_state
 
-    from megatron_spirit.convert import layout as L
-    from megatron_spirit.convert import load_megatron_weights
-    from megatron_spirit.convert.checkpoint_info import model_config_from_info, read_info
+    from megatron_spirit.checkpoint.info import model_config_from_info, read_info
+    from megatron_spirit.checkpoint.weights import load_chunk, load_weights, model_sharded_state_dict
     from megatron_spirit.model.build import build_model
     from megatron_spirit.model.config import ParallelConfig
     from megatron_spirit.parallel.runtime import init_model_parallel
@@ -63,13 +64,14 @@ def layouts_logits(layouts, cases, tokens, save_dir=None, save_case=None):
         for name, (ckpt, hf_dir, vocab, pad) in cases.items():
             mcfg = model_config_from_info(read_info(ckpt))
             built = build_model(mcfg, pcfg, vocab_size=vocab, pad_vocab=pad, dtype="fp32", verbose=False)
-            if name == "mha":  # the trainer's own weights-only start (full sharded state dict, extra state too)
-                from megatron_spirit.training.checkpoint import load_weights
-
-                load_weights(ckpt, built.chunks)
-            else:
-                load_megatron_weights(built.chunks, ckpt)
-            _check_split(built.chunks[0], hf_dir, L.Dims.of(mcfg), tp,
+            if name == "mha":  # the model's full sharded state dict (extra state too), as a resume requests it
+                sharded = model_sharded_state_dict(built.chunks)
+                loaded = dist_checkpointing.load(sharded, str(ckpt))
+                for key, chunk in zip(sharded, built.chunks):
+                    load_chunk(chunk, loaded[key], ckpt)
+            else:  # the trainer's weights-only start (checkpoint.finetune_from)
+                load_weights(built.chunks, ckpt)
+            _check_split(built.chunks[0], hf_dir, mcfg, tp,
                          parallel_state.get_tensor_model_parallel_rank(), pp,
                          parallel_state.get_pipeline_model_parallel_rank())
             with torch.no_grad():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-from megatron_spirit.data.gpt import build_gpt_datasets
+from megatron_spirit.training.datasets import build_gpt_datasets
 from megatron_spirit.data.interleave import SpanConfig
 from megatron_spirit.data.sequences import SequenceConfig
 from megatron_spirit.data.writer import KILL_ENV, DataBuildError, build_dataset, find_shards, merge_datasets

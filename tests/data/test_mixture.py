@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from megatron_spirit.cli.data import main as cli
-from megatron_spirit.data.gpt import build_gpt_datasets
+from megatron_spirit.training.datasets import build_gpt_datasets
 from megatron_spirit.data.mixture import (
     PAPER_GLOBAL_BATCH,
     PAPER_SEQ_LENGTH,

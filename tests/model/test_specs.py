@@ -50,3 +50,25 @@ def test_cpu_compat_maps_cuda_assumptions_and_undoes_them():
         assert torch.zeros(1).type() == "torch.FloatTensor"
         with pytest.raises((RuntimeError, AssertionError)):
             torch.zeros(1, device="cuda")
+
+
+def test_library_code_asks_for_the_switch_instead_of_flipping_it():
+    if torch.cuda.is_available():
+        pytest.skip("the CUDA-less mode is a no-op with a GPU")
+    from megatron_spirit.parallel.local_group import local_group
+    from megatron_spirit.parallel.runtime import init_distributed
+
+    if cpu.enabled():
+        pytest.skip("this process switched the mode on for good")
+    with pytest.raises(RuntimeError, match="switch on megatron_spirit.parallel.cpu"):
+        init_distributed()
+    with pytest.raises(RuntimeError, match="switch on megatron_spirit.parallel.cpu"):
+        with local_group():
+            pass
+    assert not cpu.enabled() and not torch.distributed.is_initialized()
+    with cpu.compat() as active:
+        assert active and cpu.enabled()
+        with cpu.compat():  # nested: the outer switch stays on
+            pass
+        assert cpu.enabled()
+    assert not cpu.enabled()

@@ -1,4 +1,4 @@
-"""The checkpoint folder's life cycle: temp name while writing, a completion marker, ``latest``, keep-last-K.
+"""The checkpoint folder protocol: temp name while writing, a completion marker, ``latest``, keep-last-K.
 
 Layout::
 
@@ -6,10 +6,13 @@ Layout::
     ROOT/.iter_0000200.tmp/ being written; never read; removed by the next run
     ROOT/latest             "iter_0000100", replaced atomically after the rename
 
-A save killed at any point leaves ``latest`` naming the previous complete checkpoint.
+A save killed at any point leaves ``latest`` naming the previous complete checkpoint. A converted model
+(``spirit-convert hf-to-megatron``) is one such checkpoint folder on its own, without a root around it;
+:func:`resolve` accepts either.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +20,8 @@ from pathlib import Path
 from ..utils.atomic import write_text
 
 COMPLETE = "COMPLETE"
+#: megatron-core's own file in every distributed checkpoint folder.
+METADATA = "metadata.json"
 _ITER_RE = re.compile(r"^iter_(\d{7,})$")
 
 
@@ -91,3 +96,18 @@ def step_of(path: str | Path) -> int:
     if not m:
         raise ValueError(f"{path} is not an iter_NNNNNNN checkpoint folder")
     return int(m.group(1))
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A checkpoint folder itself, or a training root whose newest complete ``iter_*`` is taken."""
+    path = Path(path)
+    if (path / METADATA).is_file():
+        return path
+    if path.is_dir():
+        latest = CheckpointDir(path).latest()
+        if latest is not None and (latest / METADATA).is_file():
+            return latest
+    raise FileNotFoundError(
+        f"{path} is not a megatron-core distributed checkpoint (no {METADATA}) nor a training folder with a "
+        f"complete iter_* checkpoint"
+    )

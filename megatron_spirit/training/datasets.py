@@ -1,4 +1,7 @@
-"""GPTDatasets from a blend config through megatron-core's BlendedMegatronDatasetBuilder: what the trainer calls.
+"""GPTDatasets from a blend config through megatron-core's BlendedMegatronDatasetBuilder: what the trainer reads.
+
+The blend config is ``spirit-data mixture``'s output (``data.mixture``, the format's writer and reader), or
+plain prefixes from the training config (:func:`data_blend`).
 
 Two things are ours: a megatron tokenizer view of :class:`SpiritTokenizer` (megatron reads ``vocab_size`` for
 the token dtype and ``eod`` for masks), and a guard against a megatron-core trap: a split that gets 0 documents
@@ -8,14 +11,32 @@ is checked first and an empty one is a clear error.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from megatron.core.datasets.megatron_tokenizer import MegatronLegacyTokenizer
 
+from ..data.mixture import FORMAT, Blend, load_blend
 from ..tokenizer.tokenizer import SpiritTokenizer
-from .mixture import Blend, load_blend
+from .config import DataConfig
+
+
+def data_blend(cfg: DataConfig) -> Blend:
+    """The blend to train on: ``data.blend`` (a ``spirit-data mixture`` file) or ``data.prefixes``.
+
+    ``prefixes`` entries are ``"prefix"`` or ``"weight prefix"``, split by ``data.split``.
+    """
+    if cfg.blend is not None:
+        if not Path(cfg.blend).is_file():
+            raise FileNotFoundError(f"data.blend: {cfg.blend} not found")
+        return load_blend(cfg.blend)
+    pairs = []
+    for item in cfg.prefixes:
+        parts = item.split()
+        pairs.append([float(parts[0]), parts[1]] if len(parts) == 2 else [1.0, parts[0]])
+    return load_blend({"format": FORMAT, "blend": pairs, "split": cfg.split})
 
 
 class SpiritMegatronTokenizer(MegatronLegacyTokenizer):

@@ -1,4 +1,4 @@
-"""Training data: megatron-core GPTDatasets (through BlendedMegatronDatasetBuilder) read by sample index.
+"""Per-step micro-batches for this data-parallel rank, read by sample index from the run's GPTDatasets.
 
 Sample order is a pure function of the step: micro-batch ``j`` of step ``k`` on data-parallel rank ``r`` holds
 samples ``k·G + j·(m·D) + r·m … + m`` (global batch G, micro-batch m, DP size D). A global batch is therefore
@@ -6,30 +6,11 @@ the same set of samples whatever the layout, and the data position in a checkpoi
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import torch
 
 from .config import DataConfig
-
-
-def blend_config(cfg: DataConfig):
-    """The blend to train on: ``data.blend`` (a ``spirit-data mixture`` file) or ``data.prefixes``.
-
-    ``prefixes`` entries are ``"prefix"`` or ``"weight prefix"``, split by ``data.split``.
-    """
-    from ..data.mixture import FORMAT, load_blend
-
-    if cfg.blend is not None:
-        if not Path(cfg.blend).is_file():
-            raise FileNotFoundError(f"data.blend: {cfg.blend} not found")
-        return load_blend(cfg.blend)
-    pairs = []
-    for item in cfg.prefixes:
-        parts = item.split()
-        pairs.append([float(parts[0]), parts[1]] if len(parts) == 2 else [1.0, parts[0]])
-    return load_blend({"format": FORMAT, "blend": pairs, "split": cfg.split})
 
 
 #: What a model step reads from a GPTDataset sample (blended datasets add a dataset id, which is not needed).
@@ -40,18 +21,19 @@ class TrainData:
     """Train/validation GPTDatasets and per-step micro-batch iterators for this data-parallel rank."""
 
     def __init__(self, cfg: DataConfig, seq_length: int, tokenizer, global_batch: int, micro_batch: int,
-                 train_steps: int, eval_steps: int = 0, eval_interval: int = 0, seed: int = 1234):
+                 num_micro: int, train_steps: int, eval_steps: int = 0, eval_interval: int = 0, seed: int = 1234):
+        """``num_micro``: micro-batches per step on each rank (``TrainConfig.batch_layout``)."""
         from megatron.core import parallel_state
 
-        from ..data.gpt import build_gpt_datasets
+        from .datasets import build_gpt_datasets, data_blend
 
-        self.global_batch, self.micro_batch = global_batch, micro_batch
+        self.global_batch, self.micro_batch, self.num_micro = global_batch, micro_batch, num_micro
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.dp_size = parallel_state.get_data_parallel_world_size()
         n_evals = (train_steps // eval_interval + 1) if eval_interval else 0
         sizes = [train_steps * global_batch, n_evals * eval_steps * global_batch, 0]
         train, valid, _ = build_gpt_datasets(
-            blend_config(cfg), tokenizer, seq_length, sizes, seed=seed, cache_dir=cfg.cache_dir,
+            data_blend(cfg), tokenizer, seq_length, sizes, seed=seed, cache_dir=cfg.cache_dir,
             reset_position_ids=cfg.reset_position_ids, reset_attention_mask=cfg.reset_attention_mask,
             eod_mask_loss=cfg.eod_mask_loss, create_attention_mask=cfg.reset_attention_mask,
         )
@@ -70,14 +52,11 @@ class TrainData:
                 batch = {k: (v.cuda(non_blocking=True) if v is not None else None) for k, v in batch.items()}
             yield batch
 
-    def num_micro(self) -> int:
-        return self.global_batch // (self.micro_batch * self.dp_size)
-
     def train_iterators(self, step: int, chunks: int) -> list:
         """One iterator per model chunk over this step's micro-batches (the schedules pull from each)."""
-        return [self._batches(self.train, step * self.global_batch, self.num_micro()) for _ in range(chunks)]
+        return [self._batches(self.train, step * self.global_batch, self.num_micro) for _ in range(chunks)]
 
     def valid_iterators(self, k: int, chunks: int) -> list:
         if self.valid is None:
             raise ValueError("no validation split: set data.split (e.g. 98,2,0) or a 'valid' list in the blend")
-        return [self._batches(self.valid, k * self.global_batch, self.num_micro()) for _ in range(chunks)]
+        return [self._batches(self.valid, k * self.global_batch, self.num_micro) for _ in range(chunks)]

@@ -1,5 +1,5 @@
 """Checkpoint folder life cycle: a save interrupted at any point never becomes the latest."""
-from megatron_spirit.training.checkpoint_dir import CheckpointDir, step_of
+from megatron_spirit.checkpoint.folder import CheckpointDir, resolve, step_of
 
 
 def _save(cd, step, keep=None):
@@ -28,3 +28,18 @@ def test_interrupted_save_is_not_latest(tmp_path):
     (tmp_path / "iter_0000040").mkdir()
     (tmp_path / "latest").write_text("iter_0000040\n")
     assert cd.latest().name == "iter_0000010"
+
+
+def test_resolve_takes_a_checkpoint_or_a_training_root(tmp_path):
+    import pytest
+
+    cd = CheckpointDir(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="not a megatron-core distributed checkpoint"):
+        resolve(cd.root)
+    tmp = cd.begin(10)
+    (tmp / "metadata.json").write_text("{}")
+    final = cd.commit(10)
+    assert resolve(cd.root) == final and resolve(final) == final
+    _save(cd, 20)  # complete, but not a megatron-core checkpoint (no metadata.json): not taken
+    with pytest.raises(FileNotFoundError, match="nor a training folder"):
+        resolve(cd.root)

@@ -1,15 +1,15 @@
-"""``spirit_checkpoint.json``: what a Megatron checkpoint folder holds, beside megatron-core's own files.
+"""A checkpoint's self-description: ``spirit_checkpoint.json`` and a ``tokenizer/`` copy beside megatron-core's files.
 
 megatron-core's checkpoint stores tensors, not the model's hyper-parameters (head counts cannot be read back
-from shapes), nor the tokenizer. The converter writes this file (and a ``tokenizer/`` copy) next to the
-checkpoint; ``megatron-to-hf`` reads it. The trainer can call :func:`write_info` when it saves so that its
-checkpoints export without extra arguments.
+from shapes), nor the tokenizer. The converter and the trainer both call :func:`describe` before a folder is
+committed, so ``spirit-convert megatron-to-hf`` exports any checkpoint with no other argument.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +33,15 @@ def write_info(ckpt_dir: str | os.PathLike, model_cfg, tokenizer_base_size: int,
     return path
 
 
+def describe(folder: str | os.PathLike, model_cfg, tokenizer, padded_vocab: int, dtype: str,
+             extra: Optional[dict] = None) -> None:
+    """The info file and a copy of ``tokenizer``'s folder (a ``SpiritTokenizer``) into ``folder`` (one rank)."""
+    v = tokenizer.vocab
+    write_info(folder, model_cfg, v.base_size, v.flavor, padded_vocab, dtype, extra)
+    src = Path(tokenizer.path)
+    shutil.copytree(src if src.is_dir() else src.parent, Path(folder) / TOKENIZER_SUBDIR)
+
+
 def read_info(ckpt_dir: str | os.PathLike) -> Optional[dict]:
     path = Path(ckpt_dir) / INFO_FILE
     if not path.is_file():
@@ -43,8 +52,23 @@ def read_info(ckpt_dir: str | os.PathLike) -> Optional[dict]:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
+def find_info(ckpt: Path) -> Optional[dict]:
+    """The checkpoint's own info file, else its training root's."""
+    return read_info(ckpt) or read_info(ckpt.parent)
+
+
 def model_config_from_info(info: dict):
     from ..model.config import ModelConfig
 
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     return ModelConfig(**{k: v for k, v in info["model_config"].items() if k in fields})
+
+
+def find_tokenizer(ckpt: Path, tokenizer_dir=None) -> Path:
+    """``tokenizer_dir`` if given, else the checkpoint's (or its training root's) ``tokenizer/`` copy."""
+    if tokenizer_dir is not None:
+        return Path(tokenizer_dir)
+    for cand in (ckpt / TOKENIZER_SUBDIR, ckpt.parent / TOKENIZER_SUBDIR):
+        if (cand / "tokenizer.model").is_file():
+            return cand
+    raise FileNotFoundError(f"no tokenizer given and none in {ckpt / TOKENIZER_SUBDIR}: pass --tokenizer")

@@ -1,0 +1,121 @@
+"""Save and load a whole training state with megatron-core's dist_checkpointing (what a resume needs).
+
+A checkpoint holds the model (sharded per TP/PP rank, reshardable on load: :mod:`.weights`), the optimizer state
+in model space (:mod:`.optimizer_state`), every rank's RNG state, and a :class:`.state.TrainingState` (step, data
+position, LR scheduler, ...) as the common state saved by rank 0. Writing goes to a temp folder that becomes
+``iter_NNNNNNN`` and then ``latest`` only when complete (:mod:`.folder`).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from megatron.core import dist_checkpointing, parallel_state
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+
+from . import optimizer_state
+from .folder import CheckpointDir
+from .state import Layout, TrainingState
+from .weights import load_chunk, model_sharded_state_dict
+
+
+def _merged_model_sd(model_sd: dict) -> dict:
+    return {f"chunk{i}": sd for i, sd in enumerate(model_sd.values())}
+
+
+def _rng_object() -> ShardedObject:
+    state = {
+        "random": random.getstate(),
+        "np": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+    }
+    pp, tp, dp = (parallel_state.get_pipeline_model_parallel_rank(), parallel_state.get_tensor_model_parallel_rank(),
+                  parallel_state.get_data_parallel_rank())
+    layout = Layout.current()
+    return ShardedObject("rng_state", state, (layout.pp, layout.tp, layout.dp), (pp, tp, dp), replica_id=0)
+
+
+def _set_rng(state: dict) -> None:
+    random.setstate(state["random"])
+    np.random.set_state(state["np"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _is_distributed(optimizer) -> bool:
+    return any(optimizer_state.is_distributed(o) for o in optimizer_state.sub_optimizers(optimizer))
+
+
+def save(ckpt_dir: CheckpointDir, state: TrainingState, model: list, optimizer, scheduler,
+         keep_last: Optional[int] = None, describe: Optional[Callable[[Path], None]] = None) -> Path:
+    """Collective: every rank calls it. Returns the final folder.
+
+    ``state`` carries the step and data position; its layout, scheduler and optimizer fields are filled in here.
+    ``describe(folder)``, called on rank 0 before the folder is committed, adds the files that make the
+    checkpoint self-describing (:func:`.info.describe`).
+    """
+    step = state.step
+    rank0 = dist.get_rank() == 0
+    if rank0:
+        tmp = ckpt_dir.begin(step)
+        if describe is not None:
+            describe(tmp)
+    dist.barrier()
+    model_sd = model_sharded_state_dict(model)
+    sharded = dict(model_sd)
+    sharded["optimizer"] = optimizer_state.sharded_state_dict(optimizer, _merged_model_sd(model_sd), is_loading=False)
+    sharded["rng_state"] = _rng_object()
+    full = TrainingState(
+        step=step, consumed_samples=state.consumed_samples, skipped=state.skipped, padded_vocab=state.padded_vocab,
+        layout=Layout.current(), distributed_optimizer=_is_distributed(optimizer),
+        scheduler=scheduler.state_dict(), optimizer_common=optimizer_state.common_state(optimizer),
+    )
+    sharded["common"] = full.to_common()
+    dist_checkpointing.save(sharded, str(ckpt_dir.temp_path(step)))
+    dist.barrier()
+    final = ckpt_dir.final_path(step)
+    if rank0:
+        ckpt_dir.commit(step, keep_last=keep_last)
+    dist.barrier()
+    return final
+
+
+def read_state(path: str | Path) -> TrainingState:
+    """The training state of a checkpoint folder, without loading any tensor."""
+    return TrainingState.from_common(dist_checkpointing.load_common_state_dict(str(path))["common"], str(path))
+
+
+def load(path: str | Path, model: list, optimizer, scheduler) -> TrainingState:
+    """Restore a full training state (collective) and return it.
+
+    RNG states are restored only when the layout matches the one saved; at another TP/PP/DP the model and
+    optimizer state are resharded and the RNG starts from the run's seed.
+    """
+    path = str(path)
+    state = read_state(path)
+    if state.distributed_optimizer != _is_distributed(optimizer):
+        raise RuntimeError(
+            f"{path} was saved with parallel.distributed_optimizer={state.distributed_optimizer}; resume with "
+            "the same setting (the layout may change), or start a new run from it with checkpoint.finetune_from "
+            "(weights only)"
+        )
+    same_layout = state.layout == Layout.current()
+    model_sd = model_sharded_state_dict(model)
+    request = dict(model_sd)
+    request["optimizer"] = optimizer_state.sharded_state_dict(optimizer, _merged_model_sd(model_sd), is_loading=True)
+    if same_layout:
+        request["rng_state"] = _rng_object()
+    loaded = dist_checkpointing.load(request, path)
+    for key, m in zip(model_sd, model):
+        load_chunk(m, loaded[key], path)
+    optimizer_state.load_state(optimizer, loaded["optimizer"], state.optimizer_common)
+    scheduler.load_state_dict(state.scheduler)
+    if same_layout:
+        _set_rng(loaded["rng_state"])
+    return state
