@@ -137,6 +137,10 @@ class SequenceBuilder:
         self.bos, self.eos = self.tok.bos_id, self.tok.eos_id
         self.text_id, self.speech_id = self.vocab.text_id, self.vocab.speech_id
 
+    def process(self, lines: list[bytes], file: str, first_line: int) -> ChunkResult:
+        """Build the sequences of ``lines`` (raw bytes of JSONL lines ``first_line``, ``first_line + 1``, …)."""
+        raise NotImplementedError
+
     def _counts(self, ids: np.ndarray, documents: int, counts: dict) -> dict:
         """Counters of variant 0 (variants differ only in where the spans fall)."""
         special = 2 * documents  # <s> and </s>
@@ -151,7 +155,6 @@ class TextBuilder(SequenceBuilder):
     """``<s>[Text]document</s>`` per JSONL document: one batched sentencepiece call per chunk."""
 
     def process(self, lines: list[bytes], file: str, first_line: int) -> ChunkResult:
-        """Build the sequences of ``lines`` (raw bytes of JSONL lines ``first_line``, ``first_line + 1``, …)."""
         key = self.cfg.json_key
 
         def read(obj: dict, line: int) -> str:
@@ -201,8 +204,7 @@ class SpeechBuilder(SequenceBuilder):
         return np.dtype(self.out_dtype).type
 
     def process(self, lines: list[bytes], file: str, first_line: int) -> ChunkResult:
-        """Build the sequences of ``lines`` (raw bytes of JSONL lines ``first_line``, ``first_line + 1``, …); also
-        report the ids seen when an alignment table may hold ids no record has."""
+        """Also reports the ids seen when an alignment table may hold ids no record has."""
         batch, rejects, seen = self.parser.parse(lines, file, first_line)
         res = self.process_batch(batch, rejects)
         res.seen_ids = seen if self._track_ids else []

@@ -20,7 +20,7 @@ SHARD_RE = re.compile(r"^(?P<base>.*)-shard(?P<i>\d{5})of(?P<n>\d{5})$")
 
 
 def shard_suffix(shard: Shard | None) -> str:
-    return "" if shard is None else f"-shard{shard[0]:05d}of{shard[1]:05d}"
+    return "" if shard is None else f"-shard{shard.index:05d}of{shard.count:05d}"
 
 
 def output_prefixes(out: str, variants: int, shard: Shard | None = None) -> list[str]:
