@@ -168,10 +168,10 @@ def main(argv=None) -> int:
                     help="extra PYTHONPATH entries for Megatron-LM's tool (packages it imports that are not here)")
     args = ap.parse_args(argv)
 
+    from megatron_spirit.data.build import build_dataset
     from megatron_spirit.data.interleave import SpanConfig
     from megatron_spirit.data.pack import pack_manifests
     from megatron_spirit.data.sequences import SequenceConfig
-    from megatron_spirit.data.writer import build_dataset
     from megatron_spirit.tokenizer.tokenizer import SpiritTokenizer
 
     out = Path(args.out)

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..speech.audio import SAMPLE_RATE, AudioError, audio_duration, load_audio
-from ..speech.corpus import AudioItem, read_manifest, shard_slice
+from ..speech.corpus import AudioItem, BadLine, read_manifest_lines
+from ..utils.sharding import Shard
 from ..speech.extract import _batches, _reason_kind
 from ..utils.atomic import atomic_dir, write_text
 from .aligner import Aligned, AlignReject, align_emissions, check_alignable
@@ -45,11 +46,13 @@ class AlignPaths:
 class ShardAligner:
     """One shard's alignments, given the shard's records up front and their audio in batches."""
 
-    def __init__(self, model: CtcModel, items: list[AudioItem], min_score: float | None = None,
+    def __init__(self, model: CtcModel, items: list[AudioItem | BadLine], min_score: float | None = None,
                  max_trellis_bytes: int = 2 << 30):
         self.model, self.min_score, self.max_trellis_bytes = model, min_score, max_trellis_bytes
-        self.items = items
-        self.rejects: list[dict] = []
+        self.rejects: list[dict] = [{"id": None, "path": f"{b.path}:{b.line}", "reason": f"bad manifest line: {b.reason}"}
+                                    for b in items if isinstance(b, BadLine)]
+        self.items = [it for it in items if isinstance(it, AudioItem)]
+        items = self.items
         self.done: dict[str, tuple[Aligned, float]] = {}
         self.targets: dict[str, Targets] = {}
         self.audio_hours = 0.0
@@ -137,9 +140,10 @@ class ShardAligner:
         return summary
 
 
-def shard_items(manifest: str | Path, shard: int, num_shards: int) -> list[AudioItem]:
-    items = read_manifest(manifest)
-    return items[shard_slice(len(items), shard, num_shards)]
+def shard_items(manifest: str | Path, shard: int, num_shards: int) -> list[AudioItem | BadLine]:
+    """The shard's manifest lines: the same slice as extract's, bad lines kept in place (they become rejects)."""
+    items = read_manifest_lines(manifest)
+    return items[Shard(shard, num_shards).slice(len(items))]
 
 
 def align_shard(manifest: str | Path, out_dir: str | Path, model: CtcModel, shard: int = 0, num_shards: int = 1,

@@ -121,8 +121,9 @@ def parser() -> argparse.ArgumentParser:
 
 def _build(args) -> int:
     from ..data.interleave import SpanConfig
+    from ..data.build import build_dataset
     from ..data.sequences import SequenceConfig
-    from ..data.writer import build_dataset, parse_shard
+    from ..utils.sharding import parse_shard
 
     cfg = SequenceConfig(args.kind, args.json_key, SpanConfig(*args.text_span, *args.speech_span),
                          args.variants, args.seed)
@@ -138,13 +139,13 @@ def _build(args) -> int:
                       workers=args.workers, shard=parse_shard(args.shard), strict=args.strict,
                       overwrite=args.overwrite, progress=not args.no_progress,
                       chunk_bytes=args.chunk_kb * 1024)
-    if s.get("skipped"):
+    if s.skipped:
         print(f"{args.out}: already complete, skipped (--overwrite to rebuild)")
         return 0
-    print(f"wrote {', '.join(s['prefixes'])}: {s['documents']} documents, {s['tokens']} tokens "
-          f"({s['text_tokens']} text, {s['speech_tokens']} speech), {s['rejected']} rejected"
-          f"{' ' + str(s['rejects_by_reason']) if s['rejected'] else ''} (see {s['rejects_file']}), "
-          f"{s['tokens_per_s'] / 1e6:.2f}M tokens/s")
+    print(f"wrote {', '.join(s.prefixes)}: {s.documents} documents, {s.tokens} tokens "
+          f"({s.text_tokens} text, {s.speech_tokens} speech), {s.rejected} rejected"
+          f"{' ' + str(s.rejects_by_reason) if s.rejected else ''} (see {s.rejects_file}), "
+          f"{s.tokens_per_s / 1e6:.2f}M tokens/s")
     return 0
 
 
@@ -162,13 +163,13 @@ def _pack(args) -> int:
 
 
 def _merge(args) -> int:
-    from ..data.writer import find_shards, merge_datasets
+    from ..data.merge import find_shards, merge_datasets
 
     groups = {args.out: args.inputs} if args.inputs else find_shards(args.out)
     for out, inputs in groups.items():
         s = merge_datasets(out, inputs, overwrite=args.overwrite)
-        state = "already complete" if s.get("skipped") else f"merged {len(inputs)} datasets"
-        print(f"{out}: {state}: {s['documents']} documents, {s['tokens']} tokens")
+        state = "already complete" if s.skipped else f"merged {len(inputs)} datasets"
+        print(f"{out}: {state}: {s.documents} documents, {s.tokens} tokens")
     return 0
 
 
@@ -217,7 +218,7 @@ def _mixture(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from ..data.writer import DataBuildError
+    from ..data.summary import DataBuildError
 
     try:
         commands = {"build": _build, "pack": _pack, "merge": _merge, "stats": _stats, "mixture": _mixture}

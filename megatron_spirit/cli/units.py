@@ -188,12 +188,12 @@ def _run(args) -> int:
         print(f"wrote {args.out}: {cfg.codes} pitch codes at {q.rate:g} Hz from {len(sample.wavs)} files "
               f"({sample.hours:.3f} h); held-out reconstruction {json.dumps(q.metrics)}")
     elif args.cmd == "extract":
-        from ..speech.corpus import parse_shard
         from ..speech.extract import UnitExtractor, extract_shard
         from ..speech.kmeans import KMeansQuantizer
         from ..speech.pitch import PitchQuantizer
+        from ..utils.sharding import Shard
 
-        shard, n = parse_shard(args.shard)
+        shard, n = Shard.parse(args.shard)
         km = KMeansQuantizer.load(args.kmeans, **({"layer": args.layer} if args.layer is not None else {}))
         pitch = PitchQuantizer.load(args.pitch) if args.pitch else None
         style = KMeansQuantizer.load(args.style) if args.style else None
@@ -236,9 +236,9 @@ def _run(args) -> int:
     elif args.cmd == "align":
         from ..align.corpus import align_shard
         from ..align.model import CtcModel
-        from ..speech.corpus import parse_shard
+        from ..utils.sharding import Shard
 
-        shard, n = parse_shard(args.shard)
+        shard, n = Shard.parse(args.shard)
         model = CtcModel(args.model, args.device, args.lang, args.window_seconds, args.context_seconds)
         batch_seconds = args.batch_seconds
         if batch_seconds is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from .jsonl import loads
 from .ragged import Ragged, ranges
 
 _RATES = {s.name: s.rate for s in STREAMS}
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,6 +60,35 @@ def decode_record(raw: bytes, parse=loads) -> dict | None:
     if not isinstance(obj, dict):
         raise RecordError("invalid_json", "a line is not a JSON object")
     return obj
+
+
+def read_lines(lines: list[bytes], file: str, first_line: int, read: Callable[[dict, int], T],
+               rejects: list[Reject], parse=loads) -> Iterator[tuple[int, dict, T]]:
+    """``(line number, object, read(object, line number))`` of each JSONL line ``first_line, first_line + 1, …``
+    of ``file``; blank lines are skipped, and a line that is no JSON object or that ``read`` refuses (a
+    :class:`RecordError`) is appended to ``rejects`` instead."""
+    for k, raw in enumerate(lines):
+        line = first_line + k
+        obj = None
+        try:
+            obj = decode_record(raw, parse)
+            if obj is None:
+                continue
+            value = read(obj, line)
+        except RecordError as e:
+            rid = e.rid if e.rid is not None else (obj.get("id") if isinstance(obj, dict) else None)
+            rejects.append(Reject(None if rid is None else str(rid), file, line, e.reason, e.detail))
+            continue
+        yield line, obj, value
+
+
+def unmatched_alignments(source: AlignmentSource | None, seen) -> list[Reject]:
+    """Rejects for the alignments of ``source`` (a table) whose id no units record of the input had."""
+    if source is None or source.table is None:
+        return []
+    return [Reject(rid, str(source.path), 0, "missing_units_record",
+                   "an alignment exists but the units manifest has no record with this id")
+            for rid in sorted(set(source.table) - set(seen))]
 
 
 def units_record(obj: dict[str, Any], where: str) -> UnitsRecord:
@@ -200,20 +230,12 @@ class RecordParser:
             key = (e.reason, str(e).split(": ", 1)[-1])
             return problems.setdefault(key, len(problems) + 1)
 
-        for k, raw in enumerate(lines):
-            line = first_line + k
-            obj = None
-            try:
-                obj = decode_record(raw)
-                if obj is None:
-                    continue
-                if "id" in obj:
-                    seen.append(str(obj["id"]))
-                rec = units_record(obj, f"{file}:{line}")
-            except RecordError as e:
-                rid = e.rid if e.rid is not None else (obj.get("id") if isinstance(obj, dict) else None)
-                rejects.append(Reject(None if rid is None else str(rid), file, line, e.reason, e.detail))
-                continue
+        def read(obj: dict, line: int) -> UnitsRecord:
+            if "id" in obj:
+                seen.append(str(obj["id"]))
+            return units_record(obj, f"{file}:{line}")
+
+        for line, obj, rec in read_lines(lines, file, first_line, read, rejects):
             hu = rec.streams["hubert"]
             duration = rec.duration if rec.duration > 0 else hu.frames / hu.rate
             ap = tp = 0

@@ -27,9 +27,10 @@ import numpy as np
 
 from ..utils.atomic import atomic_dir
 from .alignments import AlignmentSource
-from .batch import RecordBatch, RecordParser, Reject, StreamColumn
+from .batch import RecordBatch, RecordParser, Reject, StreamColumn, unmatched_alignments
 from .ordered_pool import ordered_map
 from .ragged import Ragged, offsets_of
+from .source_jsonl import JsonlSource, LineChunk
 
 FORMAT = "megatron_spirit.pack/1"
 SUFFIX = ".spiritpack"
@@ -59,28 +60,24 @@ class _Columns:
         return {k: {"dtype": self.dtypes[k], "length": self.sizes[k]} for k in self.files}
 
 
-_PARSER: RecordParser | None = None
+class _ParseWorker:
+    """A chunk of manifest lines → (its RecordBatch, rejects, ids seen) and its size: what a packing process does."""
 
+    def __init__(self, parser: RecordParser):
+        self.parser = parser
 
-def _parse(chunk):
-    path, first, lines, size = chunk
-    return _PARSER.parse(lines, path, first), size
+    def __call__(self, chunk: LineChunk):
+        return self.parser.parse(chunk.lines, chunk.file, chunk.first_line), chunk.size
 
 
 def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = None, *, workers: int = 1,
                    progress: bool = True, chunk_bytes: int = 1 << 22) -> dict:
     """Parse units manifests (JSONL; alignments inline or from ``alignments``) into the pack ``out``, in
     ``workers`` processes."""
-    from .writer import read_chunks
-
-    inputs = [str(p) for p in inputs]
-    for p in inputs:
-        if not os.path.isfile(p):
-            raise FileNotFoundError(f"input {p} not found")
-    source = AlignmentSource(alignments) if alignments else None
-    parser = RecordParser(alignment=True, transcript=True, alignments=source)
-    global _PARSER
-    _PARSER = parser  # inherited by forked workers
+    source = JsonlSource(inputs)
+    inputs = source.files
+    alignment_source = AlignmentSource(alignments) if alignments else None
+    parser = RecordParser(alignment=True, transcript=True, alignments=alignment_source)
     lexicon: dict[str, int] = {}
     problems: dict[tuple[str, str], int] = {}
     records = 0
@@ -93,12 +90,11 @@ def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = Non
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(os.path.getsize(p) for p in inputs), unit="B", unit_scale=True,
+        bar = tqdm(total=source.total(None), unit=source.unit, unit_scale=True,
                    desc=f"pack {Path(out).name}", mininterval=1.0, file=sys.stderr)
     with atomic_dir(out) as tmp:
         cols = _Columns(tmp)
-        chunks = read_chunks(inputs, None, chunk_bytes=chunk_bytes)
-        for (batch, bad, seen_ids), size in ordered_map(_parse, chunks, workers):
+        for (batch, bad, seen_ids), size in ordered_map(_ParseWorker(parser), source.chunks(None, chunk_bytes), workers):
             path = batch.sources[0]
             rejects += bad
             seen.update(seen_ids)
@@ -135,10 +131,7 @@ def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = Non
                 lengths.setdefault(name, []).append(col.units.lengths)
             if bar is not None:
                 bar.update(size)
-        if source is not None and source.table is not None:
-            for rid in sorted(set(source.table) - seen):
-                rejects.append(Reject(rid, str(source.path), 0, "missing_units_record",
-                                      "an alignment exists but the units manifest has no record with this id"))
+        rejects += unmatched_alignments(alignment_source, seen)
         for name, parts in lengths.items():
             cols.add(f"{name}.offsets", offsets_of(np.concatenate(parts)), np.int64)
         columns = cols.close()

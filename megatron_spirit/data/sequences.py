@@ -10,13 +10,15 @@ pack) with vectorised numpy across all its records — the expressive merge, spa
 and the assembly of sequences are a fixed number of array operations per chunk, no Python per record or token —
 and aligned text is encoded a distinct word at a time (:mod:`.word_tokens`). Every sequence equals
 ``SpiritTokenizer.encode`` of its string form. A bad record never becomes a silently wrong sequence: it becomes a
-:class:`Reject` with a reason (or an error under ``--strict``, decided by the writer).
+:class:`Reject` with a reason (or an error under ``--strict``, decided by the build).
+The text kind and the speech kinds have their own builders (:func:`builder_for`).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,7 +26,7 @@ from ..tokenizer.tokenizer import SpiritTokenizer
 from ..tokenizer.units import HUBERT_MERGE_RATE
 from ..tokenizer.vocab import HUBERT, PITCH, SPECIAL_TOKEN_RE, STYLE, SpiritVocab, Stream
 from .alignments import AlignmentSource
-from .batch import RecordBatch, RecordError, RecordParser, Reject, StreamColumn, decode_record
+from .batch import RecordBatch, RecordError, RecordParser, Reject, StreamColumn, read_lines
 from .interleave import TEXT, SpanConfig, assign_units, clock_shift, record_keys, sample_spans
 from .ragged import Ragged, concat_rows, offsets_of, ranges
 from .word_tokens import WordTokens
@@ -80,10 +82,19 @@ def batch_extent(batch: RecordBatch) -> np.ndarray:
     return span
 
 
-def unit_streams(batch: RecordBatch, vocab: SpiritVocab, dtype) -> list[tuple[Stream, StreamColumn, np.ndarray,
-                                                                             np.ndarray]]:
+class UnitStream(NamedTuple):
+    """One unit stream of a batch, ready to merge: its column, token ids and merge keys (seconds at the merge
+    rate, record-local)."""
+
+    stream: Stream
+    column: StreamColumn
+    ids: np.ndarray
+    keys: np.ndarray
+
+
+def unit_streams(batch: RecordBatch, vocab: SpiritVocab, dtype) -> list[UnitStream]:
     """The flavor's unit streams in the merge's concatenation order (style, pitch, HuBERT, as the release
-    concatenates them): each stream's column, token ids and merge keys (seconds at the merge rate, record-local)."""
+    concatenates them)."""
     hu = batch.streams["hubert"]
     parts = [(HUBERT, hu, HUBERT_MERGE_RATE)]
     if vocab.flavor == "expressive":
@@ -93,7 +104,7 @@ def unit_streams(batch: RecordBatch, vocab: SpiritVocab, dtype) -> list[tuple[St
         inv = 1.0 / (col.rate if merge_rate is None else np.full(len(batch), merge_rate))
         scale = inv[0] if len(inv) and np.all(inv == inv[0]) else np.repeat(inv, col.units.lengths)  # one rate
         ids = col.units.values.astype(dtype) + dtype(vocab.stream_offset(stream))
-        out.append((stream, col, ids, col.starts * scale))
+        out.append(UnitStream(stream, col, ids, col.starts * scale))
     return out
 
 
@@ -106,36 +117,94 @@ def merge(ids: list[np.ndarray], keys: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(ids)[np.argsort(np.concatenate(keys), kind="stable")]
 
 
-class SequenceBuilder:
-    """Turns chunks of raw JSONL lines (or record batches) into token id sequences. One per process (it holds
-    the tokenizer and the word cache)."""
+def token_dtype(vocab_size: int):
+    """The ids' dtype, megatron-core's choice: uint16 when the vocabulary fits, else int32."""
+    from megatron.core.datasets.indexed_dataset import DType
 
-    def __init__(self, tokenizer_dir: str, cfg: SequenceConfig, flavor: str | None = None,
-                 alignments: str | None = None, out_dtype=np.int32):
+    return DType.optimal_dtype(vocab_size)
+
+
+class SequenceBuilder:
+    """What the builders of every kind share: the tokenizer and its markers, the ids' dtype, the counters.
+    One per process; :func:`builder_for` gives the one a kind needs."""
+
+    def __init__(self, tokenizer_dir: str, cfg: SequenceConfig, flavor: str | None = None, out_dtype=None):
         self.cfg = cfg
         self.tok = SpiritTokenizer(tokenizer_dir, flavor)
         self.vocab = self.tok.vocab
         self.sp = self.tok.sp
-        self.out_dtype = out_dtype
+        self.out_dtype = token_dtype(self.tok.vocab_size) if out_dtype is None else out_dtype
+        self.bos, self.eos = self.tok.bos_id, self.tok.eos_id
+        self.text_id, self.speech_id = self.vocab.text_id, self.vocab.speech_id
+
+    def process(self, lines: list[bytes], file: str, first_line: int) -> ChunkResult:
+        """Build the sequences of ``lines`` (raw bytes of JSONL lines ``first_line``, ``first_line + 1``, …)."""
+        raise NotImplementedError
+
+    def _counts(self, ids: np.ndarray, documents: int, counts: dict) -> dict:
+        """Counters of variant 0 (variants differ only in where the spans fall)."""
+        special = 2 * documents  # <s> and </s>
+        counts["documents"] = float(documents)
+        counts["tokens"] = float(len(ids))
+        counts["text_tokens"] = float(np.count_nonzero(ids < self.vocab.base_size) - special)
+        counts["speech_tokens"] = float(np.count_nonzero(ids >= self.vocab.stream_offset(self.vocab.streams[0])))
+        return counts
+
+
+class TextBuilder(SequenceBuilder):
+    """``<s>[Text]document</s>`` per JSONL document: one batched sentencepiece call per chunk."""
+
+    def process(self, lines: list[bytes], file: str, first_line: int) -> ChunkResult:
+        key = self.cfg.json_key
+
+        def read(obj: dict, line: int) -> str:
+            text = obj.get(key)
+            if not isinstance(text, str):
+                raise RecordError("missing_text", f"no string field {key!r}", obj.get("id"))
+            if not text.strip():
+                raise RecordError("empty_text", "the text is empty", obj.get("id"))
+            if SPECIAL_TOKEN_RE.search(text):
+                raise RecordError("markup_in_text", "text holds a SpiRit marker or unit token", obj.get("id"))
+            return text
+
+        rejects: list[Reject] = []
+        docs = list(read_lines(lines, file, first_line, read, rejects, parse=json.loads))
+        encoded = self.sp.encode([text for _, _, text in docs]) if docs else []
+        lens = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
+        for d in np.flatnonzero(lens == 0).tolist():  # sentencepiece gave nothing: never a bare marker
+            line, obj, _ = docs[d]
+            rid = obj.get("id")
+            rejects.append(Reject(None if rid is None else str(rid), file, line, "empty_text",
+                                  "the text encodes to no tokens"))
+        rejects.sort(key=lambda r: r.line)
+        keep = [e for e in encoded if e]
+        body = Ragged(np.fromiter(chain.from_iterable(keep), dtype=np.int64, count=int(lens.sum())),
+                      offsets_of(lens[lens > 0]))
+        n = len(keep)
+        seq = concat_rows([Ragged.constant(n, [self.bos, self.text_id]), body, Ragged.constant(n, [self.eos])],
+                          self.out_dtype)
+        return ChunkResult([seq.values], [seq.lengths], rejects, self._counts(seq.values, n, {}))
+
+
+class SpeechBuilder(SequenceBuilder):
+    """speech, interleaved, asr and tts sequences of record batches (parsed from JSONL, or read from a pack)."""
+
+    def __init__(self, tokenizer_dir: str, cfg: SequenceConfig, flavor: str | None = None,
+                 alignments: str | None = None, out_dtype=None):
+        super().__init__(tokenizer_dir, cfg, flavor, out_dtype)
         self.alignments = AlignmentSource(alignments) if alignments else None
         self.parser = RecordParser(alignment=cfg.kind == "interleaved", transcript=cfg.kind in ("asr", "tts"),
                                    alignments=self.alignments)
         self.words = WordTokens(self.sp)
         self._track_ids = (cfg.kind == "interleaved" and self.alignments is not None
                            and self.alignments.table is not None)
-        v = self.vocab
-        self.bos, self.eos = self.tok.bos_id, self.tok.eos_id
-        self.text_id, self.speech_id = v.text_id, v.speech_id
 
     @property
     def _id_dtype(self):
         return np.dtype(self.out_dtype).type
 
-    # Entry points ----------------------------------------------------------------------------------------------
     def process(self, lines: list[bytes], file: str, first_line: int) -> ChunkResult:
-        """Build the sequences of ``lines`` (raw bytes of JSONL lines ``first_line``, ``first_line + 1``, …)."""
-        if self.cfg.kind == "text":
-            return self._text(lines, file, first_line)
+        """Also reports the ids seen when an alignment table may hold ids no record has."""
         batch, rejects, seen = self.parser.parse(lines, file, first_line)
         res = self.process_batch(batch, rejects)
         res.seen_ids = seen if self._track_ids else []
@@ -146,43 +215,36 @@ class SequenceBuilder:
         rejects = list(rejects or [])
         batch, more = self._usable(batch)
         rejects += more
+        batch, more, text = self._encodable(batch)
+        rejects += more
+        rejects.sort(key=lambda r: (r.file, r.line))
         nvar = self.cfg.variants
+        hist = np.zeros((2, HIST_BINS), dtype=np.int64) if self.cfg.kind == "interleaved" else None
+        counts = {"speech_seconds": float(batch.duration.sum())}
         if len(batch) == 0:  # nothing usable in this chunk (a batch of none may lack the expressive columns)
             empty = [np.zeros(0, self.out_dtype) for _ in range(nvar)]
-            return ChunkResult(empty, [np.zeros(0, np.int64)] * nvar, sorted(rejects, key=lambda r: (r.file, r.line)),
-                               self._counts(empty[0], 0, {"speech_seconds": 0.0}),
-                               np.zeros((2, HIST_BINS), np.int64) if self.cfg.kind == "interleaved" else None)
-        counts = {"speech_seconds": float(batch.duration.sum())}
-        hist = np.zeros((2, HIST_BINS), dtype=np.int64) if self.cfg.kind == "interleaved" else None
-        while True:
-            extent = batch_extent(batch)
-            streams = unit_streams(batch, self.vocab, self._id_dtype)
-            if self.cfg.kind == "interleaved":
-                seqs, bad = zip(*(self._interleaved(batch, extent, streams, v) for v in range(nvar)))
-                bad = np.unique(np.concatenate(bad))
-            else:
-                shift = clock_shift(extent)
-                units = merge([ids for _, _, ids, _ in streams],
-                              [key + np.repeat(shift, col.units.lengths) for _, col, _, key in streams])
-                per_record = offsets_of(sum(col.units.lengths for _, col, _, _ in streams))
-                seq, bad = self._paired(batch, Ragged(units, per_record))
-                seqs = (seq,)
-            if len(bad) == 0:
-                break
-            # Text that sentencepiece turns into nothing (e.g. only control characters): never a bare marker.
-            rejects += [batch.reject(i, "empty_text", "the text encodes to no tokens") for i in bad.tolist()]
-            keep = np.setdiff1d(np.arange(len(batch)), bad)
-            counts["speech_seconds"] -= float(batch.duration[bad].sum())
-            batch = batch.take(keep)
-        if hist is not None:
-            np.add.at(hist, (seqs[0][1][0], np.minimum(seqs[0][1][1], HIST_BINS - 1)), 1)
-            seqs = [s for s, _ in seqs]
+            return ChunkResult(empty, [np.zeros(0, np.int64)] * nvar, rejects, self._counts(empty[0], 0, counts),
+                               hist)
+        extent = batch_extent(batch)
+        streams = unit_streams(batch, self.vocab, self._id_dtype)
+        if self.cfg.kind == "interleaved":
+            seqs = []
+            for v in range(nvar):
+                seq, seg = self._interleaved(batch, extent, streams, v)
+                if v == 0:
+                    np.add.at(hist, (seg.modality, np.minimum(seg.end - seg.first, HIST_BINS - 1)), 1)
+                seqs.append(seq)
+        else:
+            shift = clock_shift(extent)
+            units = merge([s.ids for s in streams], [s.keys + np.repeat(shift, s.column.units.lengths)
+                                                     for s in streams])
+            per_record = offsets_of(sum(s.column.units.lengths for s in streams))
+            seqs = [self._paired(batch, Ragged(units, per_record), text)]
         ids_out = [s.values.astype(self.out_dtype, copy=False) for s in seqs]
-        lengths_out = [s.lengths for s in seqs]
-        rejects.sort(key=lambda r: (r.file, r.line))
-        return ChunkResult(ids_out, lengths_out, rejects, self._counts(ids_out[0], len(batch), counts), hist)
+        return ChunkResult(ids_out, [s.lengths for s in seqs], rejects, self._counts(ids_out[0], len(batch), counts),
+                           hist)
 
-    # Kinds ---------------------------------------------------------------------------------------------------
+    # Filters -------------------------------------------------------------------------------------------------
     def _usable(self, batch: RecordBatch) -> tuple[RecordBatch, list[Reject]]:
         """Drop (as rejects) records this kind and flavor cannot use."""
         reason = np.full(len(batch), "", dtype=object)
@@ -206,94 +268,91 @@ class SequenceBuilder:
         return (batch.take(np.flatnonzero(reason == "")),
                 [batch.reject(i, reason[i], detail[i]) for i in bad.tolist()])
 
-    def _paired(self, batch: RecordBatch, units: Ragged) -> tuple[Ragged, np.ndarray]:
-        """speech, asr and tts sequences; and the records whose transcript encodes to nothing."""
+    def _encodable(self, batch: RecordBatch) -> tuple[RecordBatch, list[Reject], Ragged | None]:
+        """Drop (as rejects) records with text that sentencepiece turns into nothing (e.g. only control
+        characters): a sequence never holds a bare marker. For asr and tts, also the transcripts' ids."""
+        kind = self.cfg.kind
+        if kind == "speech" or len(batch) == 0:
+            return batch, [], None
+        text = None
+        if kind == "interleaved":
+            bad = self._empty_text_segments(batch)
+        else:
+            text = self.words.encode(batch.lexicon, batch.transcript)
+            bad = np.flatnonzero(text.lengths == 0)
+        if len(bad) == 0:
+            return batch, [], text
+        keep = np.setdiff1d(np.arange(len(batch)), bad)
+        rejects = [batch.reject(i, "empty_text", "the text encodes to no tokens") for i in bad.tolist()]
+        return batch.take(keep), rejects, None if text is None else text.take(keep)
+
+    def _empty_text_segments(self, batch: RecordBatch) -> np.ndarray:
+        """Records with a text segment (in any variant) that encodes to nothing. Only a record holding a word that
+        encodes to nothing can have one; just those are laid out (a record's layout does not depend on the others
+        in its batch)."""
+        words = batch.words
+        empty_word = self.words.table(batch.lexicon).lengths == 0
+        has = np.zeros(len(batch), dtype=bool)
+        has[words.row_of_value()[empty_word[words.values[words.offsets[0] : words.offsets[-1]]]]] = True
+        suspects = np.flatnonzero(has)
+        if len(suspects) == 0:
+            return suspects
+        sub = batch.take(suspects)
+        extent = batch_extent(sub)
+        streams = unit_streams(sub, self.vocab, self._id_dtype)
+        bad = np.zeros(len(sub), dtype=bool)
+        for v in range(self.cfg.variants):
+            seg, _, text = self._layout(sub, extent, streams, v)
+            bad[seg.record[(seg.modality == TEXT) & (text.lengths == 0)]] = True
+        return suspects[bad]
+
+    # Kinds ---------------------------------------------------------------------------------------------------
+    def _paired(self, batch: RecordBatch, units: Ragged, text: Ragged | None) -> Ragged:
+        """speech, asr and tts sequences (``text``: the transcripts' ids, for asr and tts)."""
         n = len(batch)
         const = Ragged.constant
         if self.cfg.kind == "speech":
-            seq = concat_rows([const(n, [self.bos, self.speech_id]), units, const(n, [self.eos])], self.out_dtype)
-            return seq, np.zeros(0, dtype=np.int64)
-        text = self.words.encode(batch.lexicon, batch.transcript)
-        bad = np.flatnonzero(text.lengths == 0)
+            return concat_rows([const(n, [self.bos, self.speech_id]), units, const(n, [self.eos])], self.out_dtype)
         if self.cfg.kind == "asr":
             parts = [const(n, [self.bos, self.speech_id]), units, const(n, [self.text_id]), text, const(n, [self.eos])]
         else:
             parts = [const(n, [self.bos, self.text_id]), text, const(n, [self.speech_id]), units, const(n, [self.eos])]
-        return concat_rows(parts, self.out_dtype), bad
+        return concat_rows(parts, self.out_dtype)
 
-    def _interleaved(self, batch: RecordBatch, extent: np.ndarray, streams: list, variant: int):
-        """One variant's interleaved sequences, ((segment modality, segment words) for the histogram), and the
-        records with a text segment that encodes to nothing."""
+    def _layout(self, batch: RecordBatch, extent: np.ndarray, streams: list[UnitStream], variant: int):
+        """One variant's segments, the segment each unit is emitted in (per stream), and the text segments' ids."""
         spans = sample_spans(batch.words.lengths, record_keys(self.cfg.seed, variant, batch.ids), self.cfg.spans)
         shift = clock_shift(extent)
-        times = [col.starts * (1.0 / stream.rate) + np.repeat(shift, col.units.lengths)
-                 for stream, col, _, _ in streams]
+        times = [s.column.starts * (1.0 / s.stream.rate) + np.repeat(shift, s.column.units.lengths) for s in streams]
         seg, seg_of_units = assign_units(batch.words, batch.word_starts, shift, times, spans)
+        n_words = np.where(seg.modality == TEXT, seg.end - seg.first, 0)
+        seg_words = Ragged(batch.words.values[ranges(batch.words.offsets[seg.record] + seg.first, n_words)],
+                           offsets_of(n_words))
+        return seg, seg_of_units, self.words.encode(batch.lexicon, seg_words)
+
+    def _interleaved(self, batch: RecordBatch, extent: np.ndarray, streams: list[UnitStream], variant: int):
+        """One variant's interleaved sequences, and its segments (for the span histogram)."""
+        seg, seg_of_units, text = self._layout(batch, extent, streams, variant)
+        is_text = seg.modality == TEXT
+        if np.any(is_text & (text.lengths == 0)):  # _encodable dropped every record that could have one
+            raise RuntimeError("internal: a text segment encodes to no tokens")
         # Only the units that speech segments emit are merged, each segment on its own clock (so a segment's
         # units stay together and keep the merge's order).
         seg_shift = clock_shift(extent[seg.record])
         keep = [so >= 0 for so in seg_of_units]
-        emitted = merge([ids[k] for (_, _, ids, _), k in zip(streams, keep)],
-                        [key[k] + seg_shift[so[k]] for (_, _, _, key), so, k in zip(streams, seg_of_units, keep)])
+        emitted = merge([s.ids[k] for s, k in zip(streams, keep)],
+                        [s.keys[k] + seg_shift[so[k]] for s, so, k in zip(streams, seg_of_units, keep)])
         speech = Ragged(emitted, offsets_of(seg.units))
-        is_text = seg.modality == TEXT
-        n_words = np.where(is_text, seg.end - seg.first, 0)
-        seg_words = Ragged(batch.words.values[ranges(batch.words.offsets[seg.record] + seg.first, n_words)],
-                           offsets_of(n_words))
-        text = self.words.encode(batch.lexicon, seg_words)
         marker = Ragged(np.where(is_text, self.text_id, self.speech_id), np.arange(len(is_text) + 1))
         body = concat_rows([marker, text, speech], self.out_dtype).group(seg.per_record)
         n = len(batch)
         seq = concat_rows([Ragged.constant(n, [self.bos]), body, Ragged.constant(n, [self.eos])], self.out_dtype)
-        bad = np.unique(seg.record[is_text & (text.lengths == 0)])
-        return (seq, (seg.modality, seg.end - seg.first)), bad
+        return seq, seg
 
-    def _text(self, lines: list[bytes], file: str, first_line: int) -> ChunkResult:
-        """``<s>[Text]document</s>`` per JSONL document: one batched sentencepiece call for the chunk."""
-        rejects: list[Reject] = []
-        texts: list[str] = []
-        where: list[tuple[int, object]] = []
-        for k, raw in enumerate(lines):
-            line = first_line + k
-            obj = None
-            try:
-                obj = decode_record(raw, json.loads)
-                if obj is None:
-                    continue
-                text = obj.get(self.cfg.json_key)
-                if not isinstance(text, str):
-                    raise RecordError("missing_text", f"no string field {self.cfg.json_key!r}", obj.get("id"))
-                if not text.strip():
-                    raise RecordError("empty_text", "the text is empty", obj.get("id"))
-                if SPECIAL_TOKEN_RE.search(text):
-                    raise RecordError("markup_in_text", "text holds a SpiRit marker or unit token", obj.get("id"))
-            except RecordError as e:
-                rid = e.rid if e.rid is not None else (obj.get("id") if isinstance(obj, dict) else None)
-                rejects.append(Reject(None if rid is None else str(rid), file, line, e.reason, e.detail))
-                continue
-            texts.append(text)
-            where.append((line, obj.get("id")))
-        encoded = self.sp.encode(texts) if texts else []
-        lens = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
-        for d in np.flatnonzero(lens == 0).tolist():  # sentencepiece gave nothing: never a bare marker
-            line, rid = where[d]
-            rejects.append(Reject(None if rid is None else str(rid), file, line, "empty_text",
-                                  "the text encodes to no tokens"))
-        rejects.sort(key=lambda r: r.line)
-        keep = [e for e in encoded if e]
-        body = Ragged(np.fromiter(chain.from_iterable(keep), dtype=np.int64, count=int(lens.sum())),
-                      offsets_of(lens[lens > 0]))
-        n = len(keep)
-        seq = concat_rows([Ragged.constant(n, [self.bos, self.text_id]), body, Ragged.constant(n, [self.eos])],
-                          self.out_dtype)
-        ids = seq.values
-        return ChunkResult([ids], [seq.lengths], rejects, self._counts(ids, n, {}))
 
-    def _counts(self, ids: np.ndarray, documents: int, counts: dict) -> dict:
-        """Counters of variant 0 (variants differ only in where the spans fall)."""
-        special = 2 * documents  # <s> and </s>
-        counts["documents"] = float(documents)
-        counts["tokens"] = float(len(ids))
-        counts["text_tokens"] = float(np.count_nonzero(ids < self.vocab.base_size) - special)
-        counts["speech_tokens"] = float(np.count_nonzero(ids >= self.vocab.stream_offset(self.vocab.streams[0])))
-        return counts
+def builder_for(tokenizer_dir: str, cfg: SequenceConfig, flavor: str | None = None, alignments: str | None = None,
+                out_dtype=None) -> TextBuilder | SpeechBuilder:
+    """The builder of ``cfg.kind``'s sequences."""
+    if cfg.kind == "text":
+        return TextBuilder(tokenizer_dir, cfg, flavor, out_dtype)
+    return SpeechBuilder(tokenizer_dir, cfg, flavor, alignments, out_dtype)

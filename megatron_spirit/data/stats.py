@@ -17,6 +17,7 @@ import numpy as np
 from ..tokenizer.tokenizer import SpiritTokenizer
 from ..tokenizer.vocab import STREAMS
 from ..utils.atomic import atomic_path, write_text
+from .sink import summary_path
 
 #: Span-length histogram: bin edges in tokens (log-spaced, last bin open).
 SPAN_EDGES = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 1 << 62])
@@ -62,7 +63,7 @@ def dataset_stats(prefix: str, tok: SpiritTokenizer) -> dict:
         per_doc = np.bincount(doc_of_marker, minlength=d1 - d0)
         switches = np.concatenate([switches, np.maximum(per_doc - 1, 0)])
         d0 = d1
-    summary_file = Path(prefix + ".summary.json")
+    summary_file = summary_path(prefix)
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     seconds = summary.get("speech_seconds")
     return {

@@ -1,4 +1,4 @@
-"""The input audio manifest (JSONL: id, path, optional speaker/text/alignment/…): reading, sharding, sampling.
+"""The input audio manifest (JSONL: id, path, optional speaker/text/alignment/…): reading and sampling.
 
 Relative paths are resolved against the manifest's folder. Optional checks a record can declare:
 ``sample_rate`` (the file's native rate must match) and ``duration`` (seconds; catches truncated files).
@@ -81,22 +81,6 @@ def read_manifest(path: str | Path) -> list[AudioItem]:
     if bad is not None:
         raise ValueError(str(bad))
     return items
-
-
-def parse_shard(spec: str) -> tuple[int, int]:
-    """``"i/n"`` → (i, n) with 0 ≤ i < n."""
-    try:
-        i, n = (int(x) for x in spec.split("/"))
-    except ValueError as e:
-        raise ValueError(f"shard {spec!r}: expected i/n, e.g. 0/8") from e
-    if not 0 <= i < n:
-        raise ValueError(f"shard {spec!r}: need 0 <= i < n")
-    return i, n
-
-
-def shard_slice(count: int, shard: int, num_shards: int) -> slice:
-    """Contiguous, balanced ranges: shard i of n gets records [i·count/n, (i+1)·count/n)."""
-    return slice(shard * count // num_shards, (shard + 1) * count // num_shards)
 
 
 def sample_items(items: list[AudioItem], max_files: int | None, seed: int = 0) -> list[AudioItem]:

@@ -21,8 +21,9 @@ import numpy as np
 
 from ..tokenizer.vocab import HUBERT, PITCH, STYLE, check_flavor
 from ..utils.atomic import write_text
+from ..utils.sharding import Shard
 from .audio import SAMPLE_RATE, AudioError, audio_duration, load_audio
-from .corpus import AudioItem, BadLine, read_manifest_lines, shard_slice
+from .corpus import AudioItem, BadLine, read_manifest_lines
 from .hubert import HubertFeaturizer
 from .kmeans import KMeansQuantizer
 from .manifest import StreamUnits, UnitsRecord
@@ -152,7 +153,7 @@ def extract_shard(manifest: str | Path, out_dir: str | Path, extractor: UnitExtr
         return summary
     t0 = time.perf_counter()
     all_items = read_manifest_lines(manifest)
-    items = all_items[shard_slice(len(all_items), shard, num_shards)]
+    items = all_items[Shard(shard, num_shards).slice(len(all_items))]
     rejects: list[dict] = []
 
     def reject(item: AudioItem, reason: str) -> None:

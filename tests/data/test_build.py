@@ -12,7 +12,10 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron_spirit.training.datasets import build_gpt_datasets
 from megatron_spirit.data.interleave import SpanConfig
 from megatron_spirit.data.sequences import SequenceConfig
-from megatron_spirit.data.writer import KILL_ENV, DataBuildError, build_dataset, find_shards, merge_datasets
+from megatron_spirit.data.sink import DatasetSink
+from megatron_spirit.data.summary import DataBuildError
+from megatron_spirit.data.build import build_dataset
+from megatron_spirit.data.merge import find_shards, merge_datasets
 from megatron_spirit.speech.manifest import UnitsRecord
 from megatron_spirit.synth.text import documents
 from megatron_spirit.tokenizer.tokenizer import SpiritTokenizer
@@ -257,7 +260,16 @@ def test_bad_text_rejected(tmp_path, tok_dir):
 
 
 def _build_killed(big, out, tok_dir):
-    os.environ[KILL_ENV] = "3"  # this forked child SIGKILLs itself after writing 3 chunks
+    """In a forked child: the build SIGKILLs its own process right after the sink has written its 3rd chunk."""
+    add = DatasetSink.add
+
+    def add_then_die(self, *args):
+        add(self, *args)
+        self.chunks = getattr(self, "chunks", 0) + 1
+        if self.chunks == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    DatasetSink.add = add_then_die  # this process only: the child dies with it
     build_dataset([big], out, tok_dir, SequenceConfig("text"), progress=False, chunk_bytes=16_000)
 
 

@@ -1,6 +1,7 @@
 """Span sampling follows SPEC §3, and the vectorised builder equals a plain per-utterance reading of the rule
 (interleave.py's module doc), token for token, through SpiritTokenizer.encode of the string form."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from megatron_spirit.data.alignments import parse_word_list
 from megatron_spirit.data.interleave import SPEECH, TEXT, SpanConfig, record_keys, sample_spans
 from megatron_spirit.data.ragged import Ragged
-from megatron_spirit.data.sequences import SequenceBuilder, SequenceConfig
+from megatron_spirit.data.sequences import SequenceConfig, builder_for
 from megatron_spirit.data.word_tokens import WordTokens
 from megatron_spirit.speech.manifest import UnitsRecord
 from megatron_spirit.tokenizer.tokenizer import SpiritTokenizer
@@ -77,7 +78,7 @@ def test_vectorised_build_equals_the_rule_read_literally(tok_dir, flavor):
     records = make_corpus(60, seed=3)
     w = records[5]["words"]
     w[2]["end"] = w[3]["start"] = w[2]["start"]  # a zero-length word (no overlap: that is rejected)
-    builder = SequenceBuilder(tok_dir, SequenceConfig("interleaved", spans=cfg, variants=2, seed=11), flavor)
+    builder = builder_for(tok_dir, SequenceConfig("interleaved", spans=cfg, variants=2, seed=11), flavor)
     res = builder.process([json.dumps(r).encode() for r in records], "m.jsonl", 1)
     assert not res.rejects
     tok = SpiritTokenizer(tok_dir, flavor)
@@ -93,7 +94,7 @@ def test_vectorised_build_equals_the_rule_read_literally(tok_dir, flavor):
 @pytest.mark.parametrize("kind", ["speech", "asr", "tts"])
 def test_paired_kinds_equal_string_form(tok_dir, kind):
     records = make_corpus(20, seed=4)
-    builder = SequenceBuilder(tok_dir, SequenceConfig(kind), "expressive")
+    builder = builder_for(tok_dir, SequenceConfig(kind), "expressive")
     res = builder.process([json.dumps(r).encode() for r in records], "m.jsonl", 1)
     tok = SpiritTokenizer(tok_dir, "expressive")
     got = np.split(res.ids[0], np.cumsum(res.lengths[0])[:-1])
@@ -147,7 +148,7 @@ def test_token_order_and_time_order_disagree(tok_dir):
     cfg = SpanConfig(1, 1, 1, 1)
     tok = SpiritTokenizer(tok_dir, "expressive")
     for seed in range(4):
-        builder = SequenceBuilder(tok_dir, SequenceConfig("interleaved", spans=cfg, seed=seed), "expressive")
+        builder = builder_for(tok_dir, SequenceConfig("interleaved", spans=cfg, seed=seed), "expressive")
         res = builder.process([json.dumps(d).encode()], "m.jsonl", 1)
         assert res.ids[0].tolist() == tok.encode(reference(d, "expressive", cfg, seed, 0), bos=True, eos=True)
 
@@ -155,7 +156,42 @@ def test_token_order_and_time_order_disagree(tok_dir):
 @pytest.mark.parametrize("kind", ["speech", "interleaved", "asr", "tts"])
 @pytest.mark.parametrize("flavor", ["base", "expressive"])
 def test_chunk_without_a_usable_record(tok_dir, kind, flavor):
-    builder = SequenceBuilder(tok_dir, SequenceConfig(kind), flavor)
+    builder = builder_for(tok_dir, SequenceConfig(kind), flavor)
     res = builder.process([b'{"id": "x"}', b"not json", b""], "f.jsonl", 1)
     assert [r.reason for r in res.rejects] == ["missing_units", "invalid_json"]
     assert len(res.ids[0]) == 0 and len(res.lengths[0]) == 0 and res.counts["documents"] == 0
+
+
+@pytest.mark.parametrize("flavor", ["base", "expressive"])
+def test_records_whose_text_encodes_to_nothing_are_rejected(tok_dir, flavor):
+    """A word the tokenizer turns into nothing (here: its cached ids emptied) empties some text segments: exactly
+    the records with such a segment in some variant are rejected, and the others are built by the rule, without
+    that word's ids."""
+    from collections import Counter
+
+    cfg = SpanConfig(1, 3, 1, 2)
+    records = make_corpus(40, seed=6)
+    silent = Counter(w for d in records for w in parse_word_list(d["words"]).words).most_common(3)[-1][0]
+    builder = builder_for(tok_dir, SequenceConfig("interleaved", spans=cfg, variants=2, seed=3), flavor)
+    builder.words._cache[silent] = []
+    res = builder.process([json.dumps(r).encode() for r in records], "m.jsonl", 1)
+
+    def segments(d, variant):
+        parts = re.split(r"(\[Text\]|\[Speech\])", reference(d, flavor, cfg, 3, variant))[1:]
+        return list(zip(parts[::2], parts[1::2]))
+
+    bad = {d["id"] for d in records for v in range(2) for m, body in segments(d, v)
+           if m == "[Text]" and set(body.split()) == {silent}}
+    assert 0 < len(bad) < len(records) // 2
+    assert any(m == "[Text]" and silent in body.split() and len(body.split()) > 1  # kept, with the word dropped
+               for d in records if d["id"] not in bad for v in range(2) for m, body in segments(d, v))
+    assert {r.id for r in res.rejects} == bad and {r.reason for r in res.rejects} == {"empty_text"}
+    tok = SpiritTokenizer(tok_dir, flavor)
+    kept = [d for d in records if d["id"] not in bad]
+    for v in range(2):
+        got = np.split(res.ids[v], np.cumsum(res.lengths[v])[:-1])
+        assert len(got) == len(kept)
+        for d, ids in zip(kept, got):
+            want = "".join(m + (" ".join(w for w in body.split() if w != silent) if m == "[Text]" else body)
+                           for m, body in segments(d, v))
+            assert ids.tolist() == tok.encode(want, bos=True, eos=True), d["id"]

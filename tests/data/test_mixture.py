@@ -18,7 +18,7 @@ from megatron_spirit.data.mixture import (
     plan_mixture,
 )
 from megatron_spirit.data.sequences import SequenceConfig
-from megatron_spirit.data.writer import build_dataset
+from megatron_spirit.data.build import build_dataset
 from megatron_spirit.synth.text import documents
 
 from .corpus import make_corpus, write_jsonl

@@ -11,7 +11,9 @@ from megatron_spirit.data.alignments import parse_word_list
 from megatron_spirit.data.interleave import SpanConfig
 from megatron_spirit.data.pack import Pack, is_pack, pack_manifests
 from megatron_spirit.data.sequences import SequenceConfig
-from megatron_spirit.data.writer import DataBuildError, build_dataset, find_shards, merge_datasets
+from megatron_spirit.data.summary import DataBuildError
+from megatron_spirit.data.build import build_dataset
+from megatron_spirit.data.merge import find_shards, merge_datasets
 
 from .corpus import make_corpus, write_jsonl
 from .test_build import _bad_inputs, assert_same_bytes
