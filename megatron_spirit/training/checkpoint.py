@@ -21,8 +21,11 @@ from .checkpoint_dir import CheckpointDir
 
 
 def unwrap(chunk):
-    """The GPTModel inside a DDP wrapper: its own sharded_state_dict has the canonical keys (no ``module.``)."""
-    return getattr(chunk, "module", chunk)
+    """The GPTModel inside DDP (and, in bf16, Float16Module): its sharded_state_dict has the canonical keys (no
+    ``module.``), and its load_state_dict reports missing keys (Float16Module's returns None)."""
+    while hasattr(chunk, "module"):
+        chunk = chunk.module
+    return chunk
 
 
 def model_sharded_state_dict(model: list) -> dict:

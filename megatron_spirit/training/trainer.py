@@ -144,6 +144,9 @@ class Trainer:
             log0(f"resumed from {latest} at step {self.step} (saved layout {common.get('layout')})")
         elif cfg.checkpoint.finetune_from:
             ckpt_path = checkpoint.load_weights(cfg.checkpoint.finetune_from, self.model)
+            # bf16: the optimizer copied its fp32 main weights from the random init; refresh them from the loaded
+            # weights, or the first step overwrites them (megatron's own finetune load does the same).
+            self.optimizer.reload_model_params()
             log0(f"initialised weights from {ckpt_path} (weights only; optimizer, step and data start fresh)")
         else:
             log0("starting from random initialisation")
