@@ -25,7 +25,15 @@ def stage_main(run, doc: str) -> None:
     tmp = Path(args.result).with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
     os.replace(tmp, args.result)
+    print(json.dumps(_short(result), default=str))
     sys.stdout.flush()
+
+
+def _short(value):
+    """The result without its per-step lists, for the log."""
+    if isinstance(value, dict):
+        return {k: _short(v) for k, v in value.items() if not isinstance(v, (list, tuple)) or len(v) <= 4}
+    return value
 
 
 def gpu_facts(args) -> tuple[float, float]:

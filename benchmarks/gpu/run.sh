@@ -20,7 +20,7 @@ cd "$ROOT"
 if [ -z "$DRY" ]; then
   SITE=${SPIRIT_GPU_SITE:-/tmp/site}
   # Carried wheels go on the path after the repo and before the image's site-packages.
-  timeout 120 "$PY" benchmarks/gpu/install.py --wheels "$ROOT/.whl" --target "$SITE" --report "$WORK/install.json" \
+  timeout 60 "$PY" benchmarks/gpu/install.py --wheels "$ROOT/.whl" --target "$SITE" --report "$WORK/install.json" \
     2>&1 | tee -a "$OUT/log.txt"
   export PYTHONPATH="$ROOT:$SITE${PYTHONPATH#"$ROOT"}"
   nvidia-smi 2>&1 | head -20 >> "$OUT/log.txt"

@@ -96,6 +96,9 @@ def run(args) -> dict:
         raise RuntimeError(f"spirit-train exited with {r.returncode}:\n{text[-3000:]}")
     spec = next((line.split("layer spec ")[1].split(";")[0] for line in text.splitlines() if "layer spec " in line),
                 None)
+    padded_from = f"vocab {w.padded_vocab} (padded from {w.vocab_size})"
+    if padded_from not in text:  # the FLOPs and the HF baseline assume exactly these embedding rows
+        raise RuntimeError(f"spirit-train did not report '{padded_from}': the workload's vocabulary is off")
     measured = timed_figures(work / "logs" / "metrics.jsonl", w.warmup_steps, w.flops_per_token, peak)
     predicted = planner_prediction(w, memory, peak)
     calibrated = predicted["efficiency"] * predicted["step_seconds"] / measured["step_seconds"]

@@ -38,7 +38,7 @@ def _frame_units(folder) -> dict[str, np.ndarray]:
     return out
 
 
-def test_hubert_units_on_gpu_equal_cpu(tmp_path):
+def test_hubert_units_on_gpu_equal_cpu(tmp_path, monkeypatch):
     import soundfile as sf
 
     from megatron_spirit.cli.units import main as units_cli
@@ -70,8 +70,8 @@ def test_hubert_units_on_gpu_equal_cpu(tmp_path):
     assert all(len(on_cpu[k]) == len(on_gpu[k]) for k in on_cpu)  # same frame counts and timing
     bf16_same = sum(int((on_cpu[k] == on_gpu[k]).sum()) for k in on_cpu)
 
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     km = KMeansQuantizer(np.load(centroids), KMeansMeta(layer=2))
     gpu32 = HubertFeaturizer(hubert, (2,), device="cuda", bf16=False)
     fp32_units = [km(x[2]) for x in gpu32(wavs)]
