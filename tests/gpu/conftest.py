@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,16 +80,15 @@ def gpu_setup(tmp_path_factory, spirit_tokenizer_dir) -> Setup:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from megatron_spirit.cli.convert import main as convert
+    from megatron_spirit.cli.data import main as data_cli
     from megatron_spirit.synth.text import documents
     from megatron_spirit.tokenizer.tokenizer import SpiritTokenizer
 
     root = tmp_path_factory.mktemp("gpu")
     corpus = root / "text.jsonl"
     corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents(600, seed=3)))
-    r = subprocess.run([sys.executable, "-m", "megatron_spirit.cli.data", "build", "--kind", "text", "--input",
-                        str(corpus), "--out", str(root / "text"), "--tokenizer", str(spirit_tokenizer_dir),
-                        "--no-progress"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assert data_cli(["build", "--kind", "text", "--input", str(corpus), "--out", str(root / "text"),
+                     "--tokenizer", str(spirit_tokenizer_dir), "--no-progress"]) == 0
     base_vocab = SpiritTokenizer(spirit_tokenizer_dir).vocab.base_size
     torch.manual_seed(0)
     hf = LlamaForCausalLM(LlamaConfig(vocab_size=base_vocab, **TINY_HF)).float()  # HF's own init (std 0.02)
