@@ -23,6 +23,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _nccl_version() -> str:
+    import torch
+
+    v = torch.cuda.nccl.version()  # a tuple in recent torch, an int in older ones
+    return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
 def matmul_tflops(n: int, dtype, device: str, warmup: int = 3, timed: int = 10, repeats: int = 3) -> dict:
     import torch
 
@@ -58,7 +65,7 @@ def run(args) -> dict:
     out = {
         "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda else None,
+        "nccl": _nccl_version() if cuda else None,
         "packages": {d: _version(d) for d in ("megatron-core", "transformers", "tokenizers", "sentencepiece",
                                               "safetensors", "transformer-engine", "transformer_engine",
                                               "flash-attn", "apex", "numpy", "faiss-cpu", "soundfile")},
