@@ -146,6 +146,9 @@ class Trainer:
             log0(f"resumed from {latest} at step {self.step} (saved layout {state.to_common()['layout']})")
         elif cfg.checkpoint.finetune_from:
             ckpt_path = load_weights(self.model, cfg.checkpoint.finetune_from)
+            # bf16: the optimizer copied its fp32 main weights from the random init; refresh them from the loaded
+            # weights, or the first step overwrites them (megatron's own finetune load does the same).
+            self.optimizer.reload_model_params()
             log0(f"initialised weights from {ckpt_path} (weights only; optimizer, step and data start fresh)")
         else:
             log0("starting from random initialisation")
