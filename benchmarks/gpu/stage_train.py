@@ -37,7 +37,7 @@ def prepare_data(work: Path, base_vocab: int, documents: int) -> tuple[Path, Pat
     """A SpiRit tokenizer over a generated base model of ``base_vocab`` pieces and a text dataset built with it."""
     from megatron_spirit.synth.text import documents as gen_documents
     from megatron_spirit.synth.text import sentences
-    from megatron_spirit.tokenizer.train import train_sentencepiece
+    from megatron_spirit.tokenizer.sentencepiece_bpe import train_sentencepiece
 
     log = work / "prepare.log"
     pad = base_vocab if base_vocab > 600 else None
