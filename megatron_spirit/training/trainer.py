@@ -94,7 +94,7 @@ class Trainer:
         self.data = TrainData(cfg.data, self.model_cfg.seq_length, self.tokenizer,
                               global_batch=s.global_batch_size, micro_batch=s.micro_batch_size,
                               train_steps=s.train_steps, eval_steps=s.eval_steps if s.eval_interval else 0,
-                              eval_interval=s.eval_interval, seed=cfg.data.seed or cfg.seed)
+                              eval_interval=s.eval_interval, seed=cfg.data_seed)
         self.flops_per_token = flops_per_token(
             self.model_cfg.num_layers, self.model_cfg.hidden_size, self.model_cfg.ffn_hidden_size,
             self.model_cfg.num_attention_heads, self.model_cfg.num_query_groups, self.model_cfg.seq_length,
