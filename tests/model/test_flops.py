@@ -21,7 +21,8 @@ def test_grouped_query_attention_counts_fewer_key_value_flops():
     mha, gqa = get_model_config("tiny"), get_model_config("tiny", num_query_groups=2)
     d = mha.kv_channels
     removed = (mha.num_attention_heads - 2) * d  # k and v rows that GQA drops
-    assert flops_per_token(mha, 128, 512) - flops_per_token(gqa, 128, 512) == 3 * mha.num_layers * 2 * mha.hidden_size * 2 * removed
+    saved = 3 * mha.num_layers * 2 * mha.hidden_size * 2 * removed  # fwd+bwd of the k and v projections
+    assert flops_per_token(mha, 128, 512) - flops_per_token(gqa, 128, 512) == saved
 
 
 def test_log_line_mfu_counts_model_flops_and_hfu_the_recompute():
