@@ -8,7 +8,8 @@ PIP := $(PY) -m pip
 # build. A torch already in the venv (a user's cluster build) is kept and pinned instead.
 TORCH_VERSION ?= 2.13.0
 DEMO_OUT ?= demo_out
-PYTEST_ARGS ?= -n 2
+# loadgroup: tests marked xdist_group (the per-layout ids of one multi-process launch) share a worker.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 # 2 threads per process on 2 busy cores made torch 50-100x slower.
 export OMP_NUM_THREADS := 1
 export TOKENIZERS_PARALLELISM := false

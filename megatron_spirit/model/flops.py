@@ -8,28 +8,26 @@ d, g KV groups, sequence s, vocab V:
     MLP                     2·3·h·f
     logits                  2·h·V
 
-Training counts forward + backward = 3× forward, plus one more forward per recomputed layer under full
-activation recompute. A multiply-add is 2 FLOPs.
+Training counts forward + backward = 3× forward: these are the *model* FLOPs, the numerator of MFU (model FLOPs
+utilisation, as PaLM defines it). Activation recompute does more work on the hardware without training more:
+full recompute runs each layer's forward again, selective recompute the attention scores/values again. With
+``recompute`` given, the result counts that too: *hardware* FLOPs (for step-time estimates and HFU). A
+multiply-add is 2 FLOPs.
 """
 from __future__ import annotations
 
+from typing import Optional
 
-def flops_per_token(
-    num_layers: int,
-    hidden_size: int,
-    ffn_hidden_size: int,
-    num_attention_heads: int,
-    num_query_groups: int | None,
-    seq_length: int,
-    vocab_size: int,
-    kv_channels: int | None = None,
-    recompute_layers: int = 0,
-) -> float:
-    """Training FLOPs per token (forward + backward, + recompute), see the module docstring."""
-    d = kv_channels or hidden_size // num_attention_heads
-    g = num_query_groups or num_attention_heads
-    q = num_attention_heads * d
-    per_layer = 2 * hidden_size * (q + 2 * g * d) + 2 * q * hidden_size + 4 * seq_length * q
-    per_layer += 6 * hidden_size * ffn_hidden_size
-    forward = num_layers * per_layer + 2 * hidden_size * vocab_size
-    return 3 * forward + recompute_layers * per_layer
+from .config import ModelConfig
+
+
+def flops_per_token(model: ModelConfig, seq_length: int, vocab_size: int, recompute: Optional[str] = None) -> float:
+    """Training FLOPs per token: model FLOPs, plus the recomputed work when ``recompute`` is "full"/"selective"."""
+    h, f, d = model.hidden_size, model.ffn_hidden_size, model.kv_channels
+    g = model.query_groups
+    q = model.num_attention_heads * d
+    attention_core = 4 * seq_length * q
+    per_layer = 2 * h * (q + 2 * g * d) + 2 * q * h + attention_core + 6 * h * f
+    forward = model.num_layers * per_layer + 2 * h * vocab_size
+    extra = {None: 0, "full": per_layer, "selective": attention_core}[recompute]
+    return 3 * forward + model.num_layers * extra

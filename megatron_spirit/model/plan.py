@@ -21,10 +21,10 @@ Memory per GPU (worst pipeline stage), bytes:
 - a fixed overhead (CUDA context, NCCL buffers, allocator fragmentation; default 4 GiB), and the total must
   stay under ``usable`` (default 90 %) of the GPU's memory.
 
-Time per step: FLOPs (``training.metrics.flops_per_token``, the project's one FLOPs formula, × tokens; full
-recompute adds a forward per layer, selective the attention core) ÷ (GPUs × peak × efficiency), stretched by
-the 1F1B bubble ``(PP−1)/m`` and a tensor-parallel communication factor (1, 0.96, 0.92, 0.85 for TP 1/2/4/8,
-TP confined to one node). These efficiencies are assumptions (stated, configurable), not measurements.
+Time per step: hardware FLOPs (``model.flops.flops_per_token``, the project's one FLOPs formula, × tokens;
+full recompute adds a forward per layer, selective the attention core) ÷ (GPUs × peak × efficiency),
+stretched by the 1F1B bubble ``(PP−1)/m`` and a tensor-parallel communication factor (1, 0.96, 0.92, 0.85 for
+TP 1/2/4/8, TP confined to one node). These efficiencies are assumptions (stated, configurable), not measurements.
 """
 from __future__ import annotations
 
@@ -150,16 +150,10 @@ def memory(model: ModelConfig, vocab: int, seq: int, micro_batch: int, num_micro
 
 
 def step_flops(model: ModelConfig, vocab: int, seq: int, global_batch: int, recompute: Optional[str]) -> float:
+    """Hardware FLOPs of one step (recomputed work included: it takes time)."""
     from .flops import flops_per_token
 
-    per_token = flops_per_token(
-        model.num_layers, model.hidden_size, model.ffn_hidden_size, model.num_attention_heads,
-        model.num_query_groups, seq, vocab, model.kv_channels,
-        recompute_layers=model.num_layers if recompute == "full" else 0,
-    )
-    if recompute == "selective":  # the attention core (scores and values) runs forward again
-        per_token += model.num_layers * 4 * seq * model.num_attention_heads * model.kv_channels
-    return per_token * seq * global_batch
+    return flops_per_token(model, seq, vocab, recompute) * seq * global_batch
 
 
 def plans(model: ModelConfig, seq: int, global_batch: int, cluster: Cluster, vocab_size: int,

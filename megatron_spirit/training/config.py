@@ -4,7 +4,12 @@
 
 Every section is a frozen dataclass; unknown keys and inconsistent values are errors that name the key
 (:mod:`megatron_spirit.utils.config_io`). Defaults are the SpiRit-LM recipe where the paper states one (SPEC §4)
-and LLaMA-2's choices where it does not (AdamW β 0.9/0.95, weight decay 0.1, clip 1.0, no warm-up).
+and LLaMA-2's choices where it does not (AdamW β 0.9/0.95, weight decay 0.1, clip 1.0, no warm-up, bf16).
+
+The defaults *are* the recipe, deliberately, and the only copy of it: every config — the two 7B flavors, the CPU
+demo, the tests — then trains with the paper's hyperparameters unless it says otherwise, and a YAML holds only
+what its run changes (model, layout, paths; configs/spiritlm_7b.yaml). Neutral defaults would make each small
+config repeat the recipe to train like it.
 """
 from __future__ import annotations
 
@@ -125,6 +130,11 @@ class TrainConfig:
             self.parallel.check_model(model)
         except ValueError as e:
             raise ValueError(f"parallel: {e}") from None
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the data order: ``data.seed`` when set (0 too), else the run's ``seed``."""
+        return self.seed if self.data.seed is None else self.data.seed
 
     @property
     def model_config(self) -> ModelConfig:

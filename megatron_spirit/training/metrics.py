@@ -1,5 +1,9 @@
-"""Training metrics: throughput, TFLOP/s and MFU (FLOPs from :mod:`megatron_spirit.model.flops`), TensorBoard
-and the loss-curve plot."""
+"""Training metrics: throughput, TFLOP/s, MFU and HFU (FLOPs from :mod:`megatron_spirit.model.flops`),
+TensorBoard and the loss-curve plot.
+
+TFLOP/s/GPU and MFU count model FLOPs only (forward + backward of the architecture, recompute excluded): the same
+run reads the same whatever it recomputes. HFU (hardware FLOPs utilisation, printed when activation recompute
+is on) counts the recomputed forward work too."""
 from __future__ import annotations
 
 import json
@@ -8,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Dense bf16 peak per GPU (TFLOP/s) used for MFU when the device is recognised.
+#: Dense bf16 peak per GPU (TFLOP/s) used for MFU/HFU when the device is recognised.
 PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "cpu": float("nan")}
 
 
@@ -30,10 +34,11 @@ class StepStats:
     skipped: int
     memory_gb: float
 
-    def line(self, flops_per_tok: float, world_size: int, peak: float) -> str:
+    def line(self, model_flops_per_tok: float, world_size: int, peak: float,
+             hardware_flops_per_tok: float | None = None) -> str:
+        """One console line; ``peak`` NaN (unknown device) leaves out MFU/HFU, HFU only when it differs."""
         tps = self.tokens / max(self.seconds, 1e-9)
-        tflops = tps * flops_per_tok / world_size / 1e12
-        mfu = tflops / peak if peak == peak else float("nan")  # NaN peak: unknown device
+        tflops = tps * model_flops_per_tok / world_size / 1e12
         parts = [
             f"step {self.step:>7d}",
             f"loss {self.loss:.4f}",
@@ -42,8 +47,10 @@ class StepStats:
             f"tokens/s {tps:,.0f}",
             f"TFLOP/s/GPU {tflops:.2f}",
         ]
-        if not math.isnan(mfu):
-            parts.append(f"MFU {100 * mfu:.1f}%")
+        if not math.isnan(peak):
+            parts.append(f"MFU {100 * tflops / peak:.1f}%")
+            if hardware_flops_per_tok is not None and hardware_flops_per_tok != model_flops_per_tok:
+                parts.append(f"HFU {100 * tflops * hardware_flops_per_tok / model_flops_per_tok / peak:.1f}%")
         parts += [f"mem {self.memory_gb:.1f}GB", f"skipped {self.skipped}"]
         return " | ".join(parts)
 

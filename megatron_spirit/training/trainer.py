@@ -95,12 +95,10 @@ class Trainer:
                               global_batch=s.global_batch_size, micro_batch=s.micro_batch_size,
                               num_micro=self.num_micro,
                               train_steps=s.train_steps, eval_steps=s.eval_steps if s.eval_interval else 0,
-                              eval_interval=s.eval_interval, seed=cfg.data.seed or cfg.seed)
-        self.flops_per_token = flops_per_token(
-            self.model_cfg.num_layers, self.model_cfg.hidden_size, self.model_cfg.ffn_hidden_size,
-            self.model_cfg.num_attention_heads, self.model_cfg.num_query_groups, self.model_cfg.seq_length,
-            self.vocab_size, recompute_layers=self.model_cfg.num_layers if cfg.parallel.recompute == "full" else 0,
-        )
+                              eval_interval=s.eval_interval, seed=cfg.data_seed)
+        seq = self.model_cfg.seq_length
+        self.flops_per_token = flops_per_token(self.model_cfg, seq, self.vocab_size)  # model FLOPs: MFU
+        self.hardware_flops_per_token = flops_per_token(self.model_cfg, seq, self.vocab_size, cfg.parallel.recompute)
         self.step = 0
         self.skipped = 0
         self.pp_last = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
@@ -235,8 +233,8 @@ class Trainer:
             f"training {self.model_cfg.name} ({self.spec}) on {world} {device} process(es): tp={cfg.parallel.tp} "
             f"pp={cfg.parallel.pp} dp={self.dp} sp={cfg.parallel.sp} distributed_optimizer="
             f"{cfg.parallel.distributed_optimizer}; {self.num_micro} micro-batches of {cfg.schedule.micro_batch_size}"
-            f" × {self.model_cfg.seq_length} tokens per step; FLOPs/token {self.flops_per_token:.3e} "
-            f"(metrics.flops_per_token); steps {self.step}→{cfg.schedule.train_steps}"
+            f" × {self.model_cfg.seq_length} tokens per step; model FLOPs/token {self.flops_per_token:.3e} "
+            f"(model.flops.flops_per_token; MFU counts these); steps {self.step}→{cfg.schedule.train_steps}"
         )
         losses = {}
         exit_code = 0
@@ -259,7 +257,7 @@ class Trainer:
             if self.step % cfg.logging.log_interval == 0 or self.step == cfg.schedule.train_steps:
                 stats = StepStats(self.step, loss, lr, float(gnorm), tokens_per_step * steps_since, now - t_last,
                                   self.skipped, mem)
-                log0(stats.line(self.flops_per_token, world, peak))
+                log0(stats.line(self.flops_per_token, world, peak, self.hardware_flops_per_token))
                 t_last, steps_since = now, 0
             if cfg.schedule.eval_interval and self.step % cfg.schedule.eval_interval == 0:
                 self.evaluate()

@@ -2,6 +2,11 @@
 
 Validation happens once, while building: an unknown key, a wrong type or a bad value is an error that names the
 full dotted key. Dataclasses may be frozen; nested dataclass fields become nested YAML mappings.
+
+A file may start from others: a top-level ``include: [other.yaml, ...]`` (paths relative to the including file)
+is read first, in order, and deep-merged — mappings merge key by key, anything else (lists too) is replaced;
+later files win, the including file wins over its includes, and command-line overrides win over all. This keeps
+one shared file and small overlays (configs/spiritlm_7b.yaml and its two flavors).
 """
 from __future__ import annotations
 
@@ -159,19 +164,45 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def deep_merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``: mappings merge key by key, every other value (lists too) replaces."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            value = deep_merge(out[key], value)
+        out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """One config file as a mapping, its ``include:`` files merged underneath (see the module docstring)."""
+    path = Path(path)
+    chain = (*_chain, path.resolve())
+    if path.resolve() in _chain:
+        raise ConfigError("include cycle: " + " → ".join(str(p) for p in chain))
+    if not path.is_file():
+        where = f"{_chain[-1]}: included " if _chain else ""
+        raise ConfigError(f"{where}config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    includes = data.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) and i for i in includes):
+        raise ConfigError(f"{path}: include must be a file path or a list of file paths, got {includes!r}")
+    merged: dict = {}
+    for name in includes:
+        merged = deep_merge(merged, read_yaml(path.parent / name, chain))
+    return deep_merge(merged, data)
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Read YAML (optional), apply overrides, build and validate ``cls``."""
-    data = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+    """Read YAML (optional, with its includes), apply overrides, build and validate ``cls``."""
+    data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, overrides or [])
     try:
         return from_dict(cls, data)

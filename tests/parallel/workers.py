@@ -8,6 +8,7 @@ full weights with the reference.
 """
 from __future__ import annotations
 
+import traceback
 
 import torch
 
@@ -67,6 +68,21 @@ def load_full(chunks, full: dict[str, torch.Tensor]) -> None:
     for key, shape, offset, prepend, data in _pieces(chunks):
         assert tuple(full[key].shape) == shape, (key, full[key].shape, shape)
         data.copy_(full[key][_slices(offset, prepend, data)].reshape(data.shape))
+
+
+# ---- one outcome per layout ----------------------------------------------------------------------------------
+def on_every_rank(fn):
+    """``(fn(), None)``, or ``(None, tracebacks)`` on every rank when ``fn`` raised on any: a failing layout is
+    recorded and the launch goes on to the next one (each layout is its own test id). A rank that fails while
+    its peers wait in a collective still hangs the launch until its timeout, as before."""
+    try:
+        value, error = fn(), None
+    except Exception:  # noqa: BLE001 - reported per layout
+        value, error = None, f"rank {torch.distributed.get_rank()}: {traceback.format_exc()}"
+    errors = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(errors, error)
+    errors = [e for e in errors if e is not None]
+    return (None, "\n".join(errors)) if errors else (value, None)
 
 
 # ---- one layout --------------------------------------------------------------------------------------------
@@ -148,7 +164,7 @@ def run_layout(
 
 
 def equivalence(model_name: str, layouts: list[dict], steps: int = 2, global_batch: int = 8, mbs: int = 1):
-    """Reference TP1/PP1 then every layout; per layout: losses and max |Δweight| vs the reference."""
+    """Reference TP1/PP1 then every layout; per layout: losses and max |Δweight| vs the reference, or the error."""
     world = torch.distributed.get_world_size()
     init, ref_losses, ref_final = run_layout(model_name, {}, steps, global_batch, mbs)
     report = {"world": world, "reference": ref_losses, "layouts": [], "stage_layers_identical": None}
@@ -166,12 +182,16 @@ def equivalence(model_name: str, layouts: list[dict], steps: int = 2, global_bat
         report["stage_layers_identical"] = any(
             torch.equal(firsts[i], firsts[j]) for i in range(world) for j in range(i + 1, world)
         )
-    for layout in layouts:
+    def compare(layout):
         _, losses, final = run_layout(model_name, layout, steps, global_batch, mbs, init=init)
         assert set(final) == set(ref_final), sorted(set(final) ^ set(ref_final))
         diff = max(float((final[k] - ref_final[k]).abs().max()) for k in final)
         moved = max(float((ref_final[k] - init[k]).abs().max()) for k in final)
-        report["layouts"].append({"layout": layout, "losses": losses, "max_weight_diff": diff, "moved": moved})
+        return {"losses": losses, "max_weight_diff": diff, "moved": moved}
+
+    for layout in layouts:
+        result, error = on_every_rank(lambda: compare(layout))
+        report["layouts"].append({"layout": layout, "error": error, **(result or {})})
     return report if torch.distributed.get_rank() == 0 else None
 
 

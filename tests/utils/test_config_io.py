@@ -66,3 +66,31 @@ def test_file_errors(tmp_path):
 
 def test_apply_overrides_nested():
     assert apply_overrides({"a": {"b": 1}}, ["a.c.d=3", "a.b=2"]) == {"a": {"b": 2, "c": {"d": 3}}}
+
+
+def test_include_deep_merges_relative_to_the_including_file(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "a.yaml").write_text("name: a\nsteps: 3\nopt: {lr: 1.0e-3, kind: sgd}\npaths: [x, y]\n")
+    (tmp_path / "shared" / "b.yaml").write_text("include: a.yaml\nsteps: 5\nopt: {lr: 2.0e-3}\n")
+    (tmp_path / "c.yaml").write_text("include: [shared/b.yaml]\nopt: {betas: [0.8, 0.9]}\npaths: [z]\ntp: null\n")
+    c = load_config(Cfg, tmp_path / "c.yaml", ["steps=6"])
+    # later files win key by key; lists are replaced, not appended; overrides win over every file
+    assert c == Cfg("a", 6, False, None, ["z"], Opt(2e-3, (0.8, 0.9), "sgd"))
+    assert load_config(Cfg, tmp_path / "shared" / "b.yaml").steps == 5
+
+
+def test_include_errors_name_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("include: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("include: [a.yaml]\n")
+    with pytest.raises(ConfigError, match=r"include cycle: .*a\.yaml → .*b\.yaml → .*a\.yaml"):
+        load_config(Cfg, tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("include: [gone.yaml]\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: included config file not found: .*gone\.yaml"):
+        load_config(Cfg, tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("include: {x: 1}\n")
+    with pytest.raises(ConfigError, match=r"d\.yaml: include must be a file path or a list"):
+        load_config(Cfg, tmp_path / "d.yaml")
+    (tmp_path / "e.yaml").write_text("include: a.yaml\nstepz: 1\n")
+    (tmp_path / "a.yaml").write_text("steps: 2\n")
+    with pytest.raises(ConfigError, match=r"e\.yaml: unknown config key 'stepz'"):
+        load_config(Cfg, tmp_path / "e.yaml")
