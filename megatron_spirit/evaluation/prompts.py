@@ -60,8 +60,9 @@ class PromptConfig:
     #: Lower-case text and strip punctuation as aligned training text is (docs/spec.md §3); off by default since
     #: the text-only training data keeps its case.
     normalise_text: bool = False
-    #: Units flavor: ``base`` (HuBERT units) or ``expressive`` (HuBERT + pitch + style, time-merged).
-    flavor: Literal["base", "expressive"] = "base"
+    #: Units flavor: ``base`` (HuBERT units) or ``expressive`` (HuBERT + pitch + style, time-merged); None: the
+    #: units' own (``spirit-eval score``) or the tokenizer's.
+    flavor: Literal["base", "expressive"] | None = None
 
 
 def _marker_id(tok: SpiritTokenizer, modality: Modality) -> int:
@@ -74,9 +75,10 @@ class PromptBuilder:
     def __init__(self, tokenizer: SpiritTokenizer, cfg: PromptConfig = PromptConfig(),
                  units: Mapping[str, UnitsRecord] | None = None, units_where: str = "units store"):
         self.tok, self.cfg, self.units, self.where = tokenizer, cfg, units or {}, units_where
+        self.flavor = cfg.flavor or tokenizer.vocab.flavor
         self._support = None
         if cfg.softmax == "modality":  # the modality's ids (docs/spec.md §7) plus both markers
-            vocab = SpiritVocab(tokenizer.vocab.base_size, cfg.flavor)
+            vocab = SpiritVocab(tokenizer.vocab.base_size, self.flavor)
             markers = [vocab.text_id, vocab.speech_id]
             self._support = {m: tuple(sorted(allowed_ids(vocab, m).tolist() + markers)) for m in ("text", "speech")}
 
@@ -95,7 +97,7 @@ class PromptBuilder:
         if rec is None:
             raise ValueError(f"item {item!r}: no units for utterance {seg.value!r} in {self.where} "
                              "(run spirit-eval units on this benchmark first)")
-        ids = rec.merged(self.cfg.flavor).ids(self.tok.vocab).tolist()
+        ids = rec.merged(self.flavor).ids(self.tok.vocab).tolist()
         if not ids:
             raise ValueError(f"item {item!r}: utterance {seg.value!r} has no units in {self.where}")
         return ids

@@ -31,3 +31,19 @@ def hf_model_dir(tmp_path_factory, spirit_tokenizer_dir):
         if f.is_file():
             shutil.copy(f, out / f.name)
     return out
+
+
+@pytest.fixture(scope="session")
+def speech_tokenizer(tmp_path_factory):
+    """A tiny random HuBERT and a HuBERT k-means trained through spirit-units on a few espeak sentences."""
+    from megatron_spirit.cli.units import main
+    from megatron_spirit.speech.hubert import save_random_hubert, tiny_hubert_config
+    from megatron_spirit.synth.espeak import write_corpus
+    from megatron_spirit.synth.text import sentences
+
+    root = tmp_path_factory.mktemp("speechtok")
+    hubert = save_random_hubert(tiny_hubert_config(), root / "hubert")
+    manifest = write_corpus(sentences(4, seed=5), root / "corpus")
+    assert main(["train-hubert-kmeans", "--manifest", str(manifest), "--model", str(hubert), "--layer", "2",
+                 "--k", "12", "--niter", "3", "--out", str(root / "km"), "--device", "cpu"]) == 0
+    return hubert, root / "km"
