@@ -20,6 +20,7 @@ log-probability given the context (log-softmax over the full vocabulary), summed
         --data swuggy=units/swuggy --data cm-tsc=units/cm-tsc --out results/run1
      (text-only tasks may point --data at the released folder itself)
   3. spirit-eval table results/run1 results/run2 --out results/compare
+  spirit-eval mmlu --model HF_DIR --data mmlu/data --shots 5 --out results/mmlu   (local csv files)
 
 Prompts: <s> then [Text]/[Speech] wherever the modality changes: <s>[Speech]units, <s>[Text]word,
 <s>[Text]context[Speech]ending-units, <s>[Speech]context-units[Text]ending.
@@ -86,6 +87,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     _add_score_options(s)
 
+    m = sub.add_parser("mmlu", help="k-shot MMLU from local csv files (published layout)",
+                       description="DIR/dev/<subject>_dev.csv holds the shots, DIR/<split>/<subject>_<split>.csv the "
+                       "questions (no header: question,A,B,C,D,answer). One forward per question: the four "
+                       "letters' next-token log-probabilities after 'Answer:'.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    m.add_argument("--model", required=True, help="exported Hugging Face model folder")
+    m.add_argument("--tokenizer", help="SpiRit tokenizer folder (default: the model folder)")
+    m.add_argument("--data", required=True, help="MMLU data folder (holding dev/ and the split's folder)")
+    m.add_argument("--shots", type=int, default=5, help="examples from dev/ before each question")
+    m.add_argument("--split", default="test", help="questions' folder: test or val")
+    m.add_argument("--subjects", help="comma-separated subjects (default: all)")
+    m.add_argument("--max-tokens", type=int, default=4096, help="shots are dropped while a prompt is longer")
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--label", help="row label in the tables (default: the model folder's name)")
+    m.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    m.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    m.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per forward")
+
     t = sub.add_parser("table", help="tables (Markdown, CSV) and a PNG comparing results.json files",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("results", nargs="+", help="results.json files or the folders holding them")
@@ -143,6 +162,20 @@ def _run(args) -> int:
         evaluate(args.tasks, data, fn, fn.vocab_rows, tok, args.out, cfg, os.path.abspath(args.model), args.label,
                  args.units_fingerprint, args.device)
         print(f"wrote {args.out}/results.json, table.md, items/*.jsonl")
+        return 0
+    if args.cmd == "mmlu":
+        from ..evaluation.hf import HFLogits, load_hf_model
+        from ..evaluation.run import evaluate_mmlu_run
+        from ..evaluation.scoring import PackingConfig
+        from ..tokenizer.tokenizer import SpiritTokenizer
+
+        tok = SpiritTokenizer(args.tokenizer or args.model)
+        fn = HFLogits(load_hf_model(args.model, args.device, args.dtype))
+        evaluate_mmlu_run(args.data, fn, fn.vocab_rows, tok, args.out, args.shots, args.split,
+                          args.subjects.split(",") if args.subjects else None,
+                          PackingConfig(row_tokens=max(2048, args.max_tokens), batch_tokens=args.batch_tokens),
+                          args.max_tokens, os.path.abspath(args.model), args.label, args.device)
+        print(f"wrote {args.out}/results.json, table.md, items/mmlu.jsonl")
         return 0
     if args.cmd == "table":
         from ..evaluation.report import load_results, markdown, write_tables

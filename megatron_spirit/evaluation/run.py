@@ -91,3 +91,30 @@ def _write_items(path: Path, res: TaskResult) -> None:
         lines.append(json.dumps(rec, ensure_ascii=False))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, "\n".join(lines) + "\n")
+
+
+def evaluate_mmlu_run(data_dir: str | Path, logits_fn: LogitsFn, vocab_rows: int, tokenizer: SpiritTokenizer,
+                      out_dir: str | Path, shots: int = 5, split: str = "test", subjects: list[str] | None = None,
+                      packing: PackingConfig = PackingConfig(), max_tokens: int = 4096, model: str = "",
+                      label: str | None = None, device="cpu", log=print) -> dict:
+    """k-shot MMLU → results.json (task ``mmlu``), items/mmlu.jsonl and the tables, like :func:`evaluate`."""
+    from .mmlu import evaluate_mmlu, read_mmlu
+    from .tasks import Task
+
+    t0 = time.perf_counter()
+    check_vocab(vocab_rows, tokenizer.vocab, "base", model, str(tokenizer.path))
+    data = read_mmlu(data_dir, split, subjects)
+    builder = PromptBuilder(tokenizer, PromptConfig(flavor="base"))
+    result, items, scores = evaluate_mmlu(data, shots, builder, logits_fn, packing, max_tokens, device)
+    result |= {"folder": str(data_dir), "split": split, "seconds": round(time.perf_counter() - t0, 3)}
+    out = Path(out_dir)
+    results = {"model": model, "label": label or Path(model).name, "tokenizer": str(tokenizer.path),
+               "config": {"packing": asdict(packing), "max_tokens": max_tokens,
+                          "rule": "log-softmax over the full vocabulary at the last prompt position, letters A-D"},
+               "tasks": {"mmlu": result}, "seconds": result["seconds"]}
+    _write_items(out / "items" / "mmlu.jsonl", TaskResult(Task("mmlu", "T", "mmlu"), items, scores))
+    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_tables([results], out)
+    log(f"mmlu {shots}-shot: {len(items)} questions in {len(data)} subjects, accuracy "
+        f"{100 * result['accuracy']:.1f} (macro {100 * result['macro_accuracy']:.1f})")
+    return results
