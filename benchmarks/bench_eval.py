@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--swuggy", type=int, default=200, help="sWUGGY-shaped items")
     ap.add_argument("--storycloze", type=int, default=16, help="StoryCloze-shaped items")
     ap.add_argument("--repeat", type=int, default=3, help="timed rounds (each path's best is reported)")
-    ap.add_argument("--row-tokens", type=int, default=2048, help="packed row length of the fast path")
+    ap.add_argument("--row-tokens", type=int, default=512, help="packed row length of the fast path")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     dev = args.device

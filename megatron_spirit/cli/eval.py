@@ -45,7 +45,7 @@ def _add_score_options(s: argparse.ArgumentParser) -> None:
     p = s.add_argument_group("speed (same scores whatever the setting)")
     p.add_argument("--no-share-context", action="store_true", help="one row per candidate")
     p.add_argument("--no-pack", action="store_true", help="one request per row")
-    p.add_argument("--row-tokens", type=int, default=2048, help="longest packed row")
+    p.add_argument("--row-tokens", type=int, default=512, help="longest packed row (longer requests get a row each)")
     p.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per forward")
 
 
@@ -173,7 +173,7 @@ def _run(args) -> int:
         fn = HFLogits(load_hf_model(args.model, args.device, args.dtype))
         evaluate_mmlu_run(args.data, fn, fn.vocab_rows, tok, args.out, args.shots, args.split,
                           args.subjects.split(",") if args.subjects else None,
-                          PackingConfig(row_tokens=max(2048, args.max_tokens), batch_tokens=args.batch_tokens),
+                          PackingConfig(batch_tokens=args.batch_tokens),
                           args.max_tokens, os.path.abspath(args.model), args.label, args.device)
         print(f"wrote {args.out}/results.json, table.md, items/mmlu.jsonl")
         return 0

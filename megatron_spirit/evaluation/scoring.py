@@ -75,8 +75,10 @@ class PackingConfig:
     share_context: bool = True
     #: Put several requests in one row with document-masked attention.
     pack: bool = True
-    #: Longest packed row (tokens); a single request longer than this gets a row of its own.
-    row_tokens: int = 2048
+    #: Longest packed row (tokens); a single request longer than this gets a row of its own. Short: the document
+    #: mask is dense, so attention costs grow with the row's square (measured on CPU: 512 beat 2048 on both
+    #: benchmark shapes, benchmarks/bench_eval.py).
+    row_tokens: int = 512
     #: Padded tokens per forward (rows × longest row in the batch).
     batch_tokens: int = 8192
 
