@@ -107,3 +107,16 @@ def test_bad_input_names_file_and_item(tmp_path):
     (tmp_path / "cm" / "3_incorrect.txt").unlink()
     with pytest.raises(BenchmarkError, match=r"story '3' lacks 3_incorrect.txt"):
         read_benchmark("cm-ssc", tmp_path / "cm")
+
+
+def test_speech_fingerprint_follows_files_and_settings(tmp_path):
+    from megatron_spirit.evaluation.units import speech_fingerprint
+
+    (tmp_path / "km").mkdir()
+    (tmp_path / "km" / "centroids.npy").write_bytes(b"abc")
+    paths = {"hubert": tmp_path / "km", "pitch": None}
+    fp = speech_fingerprint(paths, {"layer": 11})
+    assert fp == speech_fingerprint(paths, {"layer": 11}) and len(fp) == 16
+    assert fp != speech_fingerprint(paths, {"layer": 10})
+    (tmp_path / "km" / "centroids.npy").write_bytes(b"abd")
+    assert fp != speech_fingerprint(paths, {"layer": 11})
