@@ -42,6 +42,7 @@ setup(
             "spirit-units=megatron_spirit.cli.units:main",
             "spirit-convert=megatron_spirit.cli.convert:main",
             "spirit-plan=megatron_spirit.cli.plan:main",
+            "spirit-eval=megatron_spirit.cli.eval:main",
         ]
     },
 )

@@ -17,6 +17,43 @@ def _common_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, …")
 
 
+def add_extractor_args(e: argparse.ArgumentParser) -> None:
+    """The speech tokenizer's arguments (HuBERT, quantizers, flavor, batching): shared with spirit-eval units."""
+    e.add_argument("--hubert-model", required=True, help="local HubertModel folder")
+    e.add_argument("--kmeans", required=True, help="HuBERT k-means: our folder, a .npy of centroids, or a "
+                   "TWIST/textlesslib joblib/pickle sklearn KMeans file")
+    e.add_argument("--layer", type=int, default=None,
+                   help="HuBERT layer (default: the k-means metadata's, 11 for files without metadata)")
+    e.add_argument("--pitch", help="pitch quantizer folder (from train-pitch); needed for expressive")
+    e.add_argument("--style", help="style k-means folder (from train-style); needed for expressive")
+    e.add_argument("--flavor", choices=("base", "expressive"), default="base",
+                   help="base: HuBERT units; expressive: also pitch and style")
+    e.add_argument("--shard", default="0/1", help="i/n: this task's share of the manifest (e.g. a Slurm array)")
+    e.add_argument("--batch-seconds", type=float, default=None,
+                   help="padded audio seconds per model batch (default: 200 on GPU; 0 = one file at a time on "
+                   "CPU, where padded batches were measured slower: benchmarks/bench_units_hubert.py)")
+    e.add_argument("--max-chunk-seconds", type=float, default=100.0, help="longest piece given to HuBERT")
+    e.add_argument("--workers", type=int, default=2, help="audio reading threads")
+    e.add_argument("--device", default="auto", help="auto (cuda when present; bf16 there), cpu, cuda, …")
+    e.add_argument("--strict", action="store_true", help="a bad record is an error instead of a reject")
+
+
+def build_extractor(args):
+    """The UnitExtractor those arguments describe, and the batch size in seconds to run it with."""
+    from ..speech.extract import UnitExtractor
+    from ..speech.kmeans import KMeansQuantizer
+    from ..speech.pitch import PitchQuantizer
+
+    km = KMeansQuantizer.load(args.kmeans, **({"layer": args.layer} if args.layer is not None else {}))
+    pitch = PitchQuantizer.load(args.pitch) if args.pitch else None
+    style = KMeansQuantizer.load(args.style) if args.style else None
+    ex = UnitExtractor(args.hubert_model, km, pitch, style, args.flavor, args.device, args.max_chunk_seconds)
+    batch_seconds = args.batch_seconds
+    if batch_seconds is None:
+        batch_seconds = 200.0 if ex.featurizer.device.type == "cuda" else 0.0
+    return ex, batch_seconds
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spirit-units",
@@ -85,26 +122,10 @@ def parser() -> argparse.ArgumentParser:
                        "summary-I-of-N.json into --out. A shard whose summary exists is skipped.")
     e.add_argument("--manifest", required=True, help="audio manifest (JSONL: id, path, optional fields)")
     e.add_argument("--out", required=True, help="output folder for the shard files")
-    e.add_argument("--hubert-model", required=True, help="local HubertModel folder")
-    e.add_argument("--kmeans", required=True, help="HuBERT k-means: our folder, a .npy of centroids, or a "
-                   "TWIST/textlesslib joblib/pickle sklearn KMeans file")
-    e.add_argument("--layer", type=int, default=None,
-                   help="HuBERT layer (default: the k-means metadata's, 11 for files without metadata)")
-    e.add_argument("--pitch", help="pitch quantizer folder (from train-pitch); needed for expressive")
-    e.add_argument("--style", help="style k-means folder (from train-style); needed for expressive")
-    e.add_argument("--flavor", choices=("base", "expressive"), default="base",
-                   help="base: HuBERT units; expressive: also pitch and style")
-    e.add_argument("--shard", default="0/1", help="i/n: this task's share of the manifest (e.g. a Slurm array)")
-    e.add_argument("--batch-seconds", type=float, default=None,
-                   help="padded audio seconds per model batch (default: 200 on GPU; 0 = one file at a time on "
-                   "CPU, where padded batches were measured slower: benchmarks/bench_units_hubert.py)")
-    e.add_argument("--max-chunk-seconds", type=float, default=100.0, help="longest piece given to HuBERT")
-    e.add_argument("--workers", type=int, default=2, help="audio reading threads")
+    add_extractor_args(e)
     e.add_argument("--f0-workers", type=int, default=0,
                    help="processes for the F0 tracker (expressive): pYAAPT runs at ~5x real time per core and holds "
                    "the GIL, so on GPU nodes give it the node's spare CPUs; 0 runs it in the reading threads")
-    e.add_argument("--device", default="auto", help="auto (cuda when present; bf16 there), cpu, cuda, …")
-    e.add_argument("--strict", action="store_true", help="a bad record is an error instead of a reject")
     e.add_argument("--pack", action="store_true",
                    help="also write units-I-of-N.spiritpack (spirit-data pack of the shard, with its inline word "
                    "alignments): what spirit-data build reads fastest")
@@ -188,19 +209,11 @@ def _run(args) -> int:
         print(f"wrote {args.out}: {cfg.codes} pitch codes at {q.rate:g} Hz from {len(sample.wavs)} files "
               f"({sample.hours:.3f} h); held-out reconstruction {json.dumps(q.metrics)}")
     elif args.cmd == "extract":
-        from ..speech.extract import UnitExtractor, extract_shard
-        from ..speech.kmeans import KMeansQuantizer
-        from ..speech.pitch import PitchQuantizer
+        from ..speech.extract import extract_shard
         from ..utils.sharding import Shard
 
         shard, n = Shard.parse(args.shard)
-        km = KMeansQuantizer.load(args.kmeans, **({"layer": args.layer} if args.layer is not None else {}))
-        pitch = PitchQuantizer.load(args.pitch) if args.pitch else None
-        style = KMeansQuantizer.load(args.style) if args.style else None
-        ex = UnitExtractor(args.hubert_model, km, pitch, style, args.flavor, args.device, args.max_chunk_seconds)
-        batch_seconds = args.batch_seconds
-        if batch_seconds is None:
-            batch_seconds = 200.0 if ex.featurizer.device.type == "cuda" else 0.0
+        ex, batch_seconds = build_extractor(args)
         aligner = _extract_aligner(args, shard, n)
         s = extract_shard(args.manifest, args.out, ex, shard, n, batch_seconds, args.strict, args.workers,
                           f0_workers=args.f0_workers, on_batch=None if aligner is None else aligner.add)

@@ -1,0 +1,203 @@
+"""spirit-eval: the paper's comprehension table for a checkpoint (docs/spec.md §5)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+DESCRIPTION = """\
+Score an exported SpiRit-LM model on sWUGGY, sBLIMP, spoken StoryCloze and topic-StoryCloze, in text, speech
+and cross-modal versions, the way the paper does (docs/spec.md §5): each candidate's hypothesis tokens get their
+log-probability given the context (log-softmax over the full vocabulary), summed and divided by the token count
+(Table 4) or summed (Table 10); the higher candidate wins, a tie counts 0.5.
+
+  1. spirit-eval units --bench swuggy --root zerospeech2021/lexical --out units/swuggy \\
+        --hubert-model HUBERT --kmeans KMEANS [--flavor expressive --pitch P --style S]
+     (once per benchmark: swuggy sblimp ssc tsc cm-ssc cm-tsc; the same extraction as spirit-units extract)
+  2. spirit-eval score --model HF_DIR --tasks swuggy:T,swuggy:S,tsc:T2S \\
+        --data swuggy=units/swuggy --data cm-tsc=units/cm-tsc --out results/run1
+     (text-only tasks may point --data at the released folder itself)
+  3. spirit-eval table results/run1 results/run2 --out results/compare
+  spirit-eval mmlu --model HF_DIR --data mmlu/data --shots 5 --out results/mmlu   (local csv files)
+
+Prompts: <s> then [Text]/[Speech] wherever the modality changes: <s>[Speech]units, <s>[Text]word,
+<s>[Text]context[Speech]ending-units, <s>[Speech]context-units[Text]ending.
+"""
+
+
+def _add_score_options(s: argparse.ArgumentParser) -> None:
+    g = s.add_argument_group("scoring choices (defaults follow the release; see README 'Evaluation')")
+    g.add_argument("--no-bos", action="store_true", help="do not start prompts with <s>")
+    g.add_argument("--switch-marker", choices=("context", "hypothesis"), default="context",
+                   help="where the marker before cross-modal candidates goes: shared context (not scored) or each "
+                   "candidate (scored)")
+    g.add_argument("--softmax", choices=("full", "modality"), default="full",
+                   help="log-softmax over the full vocabulary (release) or over the candidate's modality")
+    g.add_argument("--normalise-text", action="store_true",
+                   help="lower-case text and strip punctuation, as aligned training text")
+    g.add_argument("--flavor", choices=("base", "expressive"), default=None,
+                   help="units flavor (default: the units folders', else the tokenizer's)")
+    g.add_argument("--story-speech", choices=("whole", "context"), default="whole",
+                   help="StoryCloze S: whole spoken stories (slamkit pairs) or spoken context + spoken ending "
+                   "(cross-modal files)")
+    p = s.add_argument_group("speed (same scores whatever the setting)")
+    p.add_argument("--no-share-context", action="store_true", help="one row per candidate")
+    p.add_argument("--no-pack", action="store_true", help="one request per row")
+    p.add_argument("--row-tokens", type=int, default=512, help="longest packed row (longer requests get a row each)")
+    p.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per forward")
+
+
+def parser() -> argparse.ArgumentParser:
+    from ..evaluation.benchmarks import BENCHMARKS
+    from ..evaluation.tasks import TASKS
+    from .units import add_extractor_args
+
+    p = argparse.ArgumentParser(prog="spirit-eval", description=DESCRIPTION, formatter_class=_FMT)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    u = sub.add_parser("units", help="speech units of a benchmark's wavs (sharded, resumable)",
+                       description="Reads the benchmark in its released layout, writes an audio manifest of its "
+                       "wavs and extracts their units with spirit-units extract's code into --out, with "
+                       "eval-units.json (benchmark, folder, flavor, speech tokenizer fingerprint).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    u.add_argument("--bench", required=True, choices=BENCHMARKS,
+                   help="swuggy/sblimp: ZeroSpeech lexical/syntactic; ssc/tsc: slamkit '<int>_…wav' pairs; "
+                   "cm-ssc/cm-tsc: cross-modal *_mutual/_correct/_incorrect files")
+    u.add_argument("--root", required=True, help="the benchmark's released folder")
+    u.add_argument("--split", default="dev", help="ZeroSpeech split (dev or test)")
+    u.add_argument("--out", required=True, help="output folder")
+    add_extractor_args(u)
+
+    s = sub.add_parser("score", help="score a model on tasks → results.json, per-item JSONL, tables",
+                       description="Tasks: " + ", ".join(f"{t}:{m}" for t, ms in TASKS.items() for m in ms)
+                       + ". --data names each benchmark's folder (a 'spirit-eval units' output, or for text "
+                       "tasks the released folder): swuggy, sblimp, ssc/tsc (S), cm-ssc/cm-tsc (T, T2S, S2T).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--model", required=True, help="exported Hugging Face model folder")
+    s.add_argument("--tokenizer", help="SpiRit tokenizer folder (default: the model folder)")
+    s.add_argument("--tasks", required=True, help="comma-separated TASK:MODALITY list")
+    s.add_argument("--data", action="append", default=[], metavar="BENCH=DIR", help="a benchmark's folder")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--split", default="dev", help="ZeroSpeech split read from released folders")
+    s.add_argument("--units-fingerprint", help="refuse units whose speech tokenizer fingerprint differs")
+    s.add_argument("--label", help="row label in the tables (default: the model folder's name)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    s.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    _add_score_options(s)
+
+    m = sub.add_parser("mmlu", help="k-shot MMLU from local csv files (published layout)",
+                       description="DIR/dev/<subject>_dev.csv holds the shots, DIR/<split>/<subject>_<split>.csv the "
+                       "questions (no header: question,A,B,C,D,answer). One forward per question: the four "
+                       "letters' next-token log-probabilities after 'Answer:'.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    m.add_argument("--model", required=True, help="exported Hugging Face model folder")
+    m.add_argument("--tokenizer", help="SpiRit tokenizer folder (default: the model folder)")
+    m.add_argument("--data", required=True, help="MMLU data folder (holding dev/ and the split's folder)")
+    m.add_argument("--shots", type=int, default=5, help="examples from dev/ before each question")
+    m.add_argument("--split", default="test", help="questions' folder: test or val")
+    m.add_argument("--subjects", help="comma-separated subjects (default: all)")
+    m.add_argument("--max-tokens", type=int, default=4096, help="shots are dropped while a prompt is longer")
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--label", help="row label in the tables (default: the model folder's name)")
+    m.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    m.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    m.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per forward")
+
+    t = sub.add_parser("table", help="tables (Markdown, CSV) and a PNG comparing results.json files",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("results", nargs="+", help="results.json files or the folders holding them")
+    t.add_argument("--out", required=True, help="output folder for table.md, table.csv, table.png")
+    t.add_argument("--no-reference", action="store_true", help="leave out the paper's rows")
+    return p
+
+
+def _data(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        name, sep, path = p.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--data wants BENCH=DIR, got {p!r}")
+        out[name] = path
+    return out
+
+
+def _run(args) -> int:
+    if args.cmd == "units":
+        from ..evaluation.benchmarks import read_benchmark
+        from ..evaluation.units import extract_bench_units, speech_fingerprint
+        from ..utils.sharding import Shard
+        from .units import build_extractor
+
+        bench = read_benchmark(args.bench, args.root, args.split)
+        shard, n = Shard.parse(args.shard)
+        ex, batch_seconds = build_extractor(args)
+        fp = speech_fingerprint({"hubert": args.hubert_model, "kmeans": args.kmeans, "pitch": args.pitch,
+                                 "style": args.style},
+                                {"flavor": ex.flavor, "layer": ex.km.meta.layer,
+                                 "max_chunk_seconds": args.max_chunk_seconds})
+        s = extract_bench_units(bench, args.out, ex, fp, shard, n, batch_seconds, args.strict, args.workers)
+        state = "already done" if s["skipped"] else f"{s['written']} of {s['records']} utterances written, " \
+                                                    f"{s['rejected']} rejected {s['reject_reasons']}"
+        print(f"{args.bench} shard {shard}/{n}: {state} → {args.out} (speech tokenizer fingerprint {fp})")
+        return 0
+    if args.cmd == "score":
+        from ..evaluation.hf import HFLogits, load_hf_model
+        from ..evaluation.prompts import PromptConfig
+        from ..evaluation.run import EvalConfig, evaluate
+        from ..evaluation.scoring import PackingConfig
+        from ..tokenizer.tokenizer import SpiritTokenizer
+
+        tok = SpiritTokenizer(args.tokenizer or args.model)
+        cfg = EvalConfig(
+            PromptConfig(bos=not args.no_bos, switch_marker=args.switch_marker, softmax=args.softmax,
+                         normalise_text=args.normalise_text, flavor=args.flavor),
+            PackingConfig(share_context=not args.no_share_context, pack=not args.no_pack,
+                          row_tokens=args.row_tokens, batch_tokens=args.batch_tokens),
+            args.story_speech, args.split)
+        data = _data(args.data)
+        model = load_hf_model(args.model, args.device, args.dtype)
+        fn = HFLogits(model)
+        evaluate(args.tasks, data, fn, fn.vocab_rows, tok, args.out, cfg, os.path.abspath(args.model), args.label,
+                 args.units_fingerprint, args.device)
+        print(f"wrote {args.out}/results.json, table.md, items/*.jsonl")
+        return 0
+    if args.cmd == "mmlu":
+        from ..evaluation.hf import HFLogits, load_hf_model
+        from ..evaluation.run import evaluate_mmlu_run
+        from ..evaluation.scoring import PackingConfig
+        from ..tokenizer.tokenizer import SpiritTokenizer
+
+        tok = SpiritTokenizer(args.tokenizer or args.model)
+        fn = HFLogits(load_hf_model(args.model, args.device, args.dtype))
+        evaluate_mmlu_run(args.data, fn, fn.vocab_rows, tok, args.out, args.shots, args.split,
+                          args.subjects.split(",") if args.subjects else None,
+                          PackingConfig(batch_tokens=args.batch_tokens),
+                          args.max_tokens, os.path.abspath(args.model), args.label, args.device)
+        print(f"wrote {args.out}/results.json, table.md, items/mmlu.jsonl")
+        return 0
+    if args.cmd == "table":
+        from ..evaluation.report import load_results, markdown, write_tables
+
+        runs = load_results(args.results)
+        write_tables(runs, args.out, not args.no_reference)
+        print(markdown(runs, "normalised", not args.no_reference))
+        return 0
+    raise AssertionError(args.cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from ..speech.extract import ExtractError
+
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, ExtractError) as e:
+        print(f"spirit-eval {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
