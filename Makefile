@@ -19,7 +19,9 @@ export TOKENIZERS_PARALLELISM := false
 demo: $(VENV)/.installed
 	$(PY) examples/demo.py --out $(DEMO_OUT)
 
+# The import contract (.importlinter: stages import earlier stages only, no cycles) first, then the suite.
 test: $(VENV)/.installed-dev
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 install: $(VENV)/.installed

@@ -26,7 +26,7 @@ def base_spm(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def llama_sized_spm(tmp_path_factory):
-    """A 32000-piece model with LLaMA-2's special ids, for the exact SPEC §1 layout."""
+    """A 32000-piece model with LLaMA-2's special ids, for the exact docs/spec.md §1 layout."""
     from megatron_spirit.synth.text import sentences
     from megatron_spirit.tokenizer.sentencepiece_bpe import train_sentencepiece
 

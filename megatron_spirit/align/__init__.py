@@ -1,5 +1,5 @@
 """Word alignment: CTC forced alignment of transcripts to audio → word CTM / JSONL / TextGrid
 (``spirit-units align``).
 
-Sits between ``speech`` (audio, manifest) and ``data`` (the alignment readers and SPEC §3's word normalisation).
+Sits between ``speech`` (audio, manifest) and ``data`` (the alignment readers and docs/spec.md §3 word normalisation).
 """

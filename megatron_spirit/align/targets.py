@@ -1,6 +1,6 @@
 """A transcript as CTC targets in a model's alphabet, with the token range of every word.
 
-The words are SPEC §3's aligned text (``data.alignments.normalize_text``: lower case, punctuation off), so the
+The words are docs/spec.md §3 aligned text (``data.alignments.normalize_text``: lower case, punctuation off), so the
 alignment's words equal what the interleaver checks them against. Characters are looked up as they are, or
 upper-cased for upper-case alphabets (wav2vec2-960h). A run of characters the model lacks becomes one
 ``<star>`` token (log-probability 0 at every frame, as torchaudio's MMS aligner appends it), so the word keeps

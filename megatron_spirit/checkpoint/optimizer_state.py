@@ -1,7 +1,7 @@
 """Optimizer state in *model space*, so a resume works at the same layout (exactly) and at another TP/PP/DP.
 
 Why this file exists: in megatron-core 0.16.1 the distributed optimizer's checkpoint formats do not cover our
-case (see ../shared/notes/megatron-core-on-cpu.md): ``fully_sharded_model_space`` builds ShardedTensors with
+case (see docs/notes/megatron-core-on-cpu.md): ``fully_sharded_model_space`` builds ShardedTensors with
 ``flattened_range``, which dist-checkpointing now rejects; ``dp_reshardable`` only reloads at the same TP/PP;
 ``fully_reshardable`` fails with ``KeyError: 'step'`` on the torch AdamW path. So for the distributed optimizer
 we gather each parameter's state across the optimizer's data-parallel group into the parameter's own (TP-local)

@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spirit-data",
         description="Turn text corpora, units manifests and word alignments into megatron-core indexed datasets "
-        "(.bin/.idx) of SpiRit-LM sequences, and plan the training mixture (SPEC §3-4).",
+        "(.bin/.idx) of SpiRit-LM sequences, and plan the training mixture (docs/spec.md §3-4).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -115,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--split", default="998,1,1", help="train,valid,test split of every dataset")
     x.add_argument("--out", default=None, help="blend config to write (.json, or .yaml)")
     x.add_argument("--paper", action="store_true",
-                   help="print the epochs the SPEC §4 token counts give (paper Table 2) and exit")
+                   help="print the epochs the docs/spec.md §4 token counts give (paper Table 2) and exit")
     return p
 
 

@@ -12,7 +12,7 @@ def parser() -> argparse.ArgumentParser:
         prog="spirit-make-tokenizer",
         description=(
             "Append [Text], [Speech], [Hu0..500], [Pi0..63], [St0..99] to a LLaMA-2-style sentencepiece model "
-            "as user-defined pieces (base ids unchanged; new ids = base size + SPEC §1 offsets) and write a "
+            "as user-defined pieces (base ids unchanged; new ids = base size + docs/spec.md §1 offsets) and write a "
             "folder that both megatron_spirit and transformers.AutoTokenizer load."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -57,7 +57,7 @@ def build_extractor(args):
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spirit-units",
-        description="Speech units for SpiRit-LM (SPEC §2): HuBERT k-means units at 25 Hz, pitch VQ-VAE units "
+        description="Speech units for SpiRit-LM (docs/spec.md §2): HuBERT k-means units at 25 Hz, pitch VQ-VAE units "
         "at 12.5 Hz and style units at 1 Hz. Train the quantizers on a sample of a corpus, then extract a units "
         "manifest shard by shard. Audio is read with soundfile, averaged to mono and resampled to 16 kHz.",
         formatter_class=_FMT,
@@ -138,8 +138,8 @@ def parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("align", formatter_class=_FMT,
                        help="CTC forced alignment: audio + transcripts → word CTM/JSONL (one shard; resumable)",
-                       description="Aligns each record's 'text' (normalised as SPEC §3's aligned text: lower case, "
-                       "no punctuation) to its audio with a local CTC model (a Hugging Face Wav2Vec2ForCTC-style "
+                       description="Aligns each record's 'text' (normalised as aligned text, docs/spec.md §3: "
+                       "lower case, no punctuation) to its audio with a local CTC model (a Hugging Face Wav2Vec2ForCTC-style "
                        "folder: wav2vec2-960h, MMS with --lang). Characters the model lacks align to a <star> "
                        "token. Writes words-I-of-N.ctm and .jsonl (what spirit-data pack/build --alignments read), "
                        "optionally textgrid-I-of-N/<id>.TextGrid, align-rejects-I-of-N.jsonl (id, path, reason) and "

@@ -1,4 +1,4 @@
-"""Checkpoint conversion Hugging Face LLaMA(-2) ⇄ megatron-core distributed checkpoint (SPEC §1, §4, §6).
+"""Checkpoint conversion Hugging Face LLaMA(-2) ⇄ megatron-core distributed checkpoint (docs/spec.md §1, §4, §6).
 
 - ``hf_to_megatron(hf_dir, tokenizer_dir, out_dir, tp, pp, model_cfg=None, rope_base=None, dtype=None, seed)``
 - ``megatron_to_hf(ckpt_dir, out_dir, tokenizer_dir=None, model_cfg=None, dtype=None)``

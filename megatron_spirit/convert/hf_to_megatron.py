@@ -1,6 +1,6 @@
 """Hugging Face LLaMA(-2) folder → megatron-core distributed checkpoint with the SpiRit vocabulary.
 
-What happens (SPEC §1, §4): every input is checked first (config, tokenizer, every tensor's shape, the TP/PP
+What happens (docs/spec.md §1, §4): every input is checked first (config, tokenizer, every tensor's shape, the TP/PP
 split) so that bad input fails before anything is written; then the checkpoint is written tensor by tensor
 (``streaming_save``): each layer's Megatron tensors are computed from its HF tensors when the writer reaches
 them. The embedding and output layer keep the original rows, get the SpiRit rows (random, seeded) and the

@@ -22,7 +22,7 @@ Layouts (global, i.e. what the checkpoint stores; independent of TP):
   order is ``[all gate ; all up]`` and not interleaved per rank.
 - ``linear_proj`` (= ``o_proj``) and ``linear_fc2`` (= ``down_proj``): row-parallel, split on columns.
 - ``word_embeddings`` and ``output_layer``: split on rows (vocab); padded to Megatron's padded size
-  (``tokenizer.vocab.padded_vocab_size``), trimmed to the exported size on the way back (SPEC §1).
+  (``tokenizer.vocab.padded_vocab_size``), trimmed to the exported size on the way back (docs/spec.md §1).
 """
 from __future__ import annotations
 
@@ -164,7 +164,8 @@ VOCAB_SALT = {EMBEDDING: 0, OUTPUT: 1}
 
 
 def extend_rows(weight: torch.Tensor, rows: int, seed: int, salt: int, std: float) -> torch.Tensor:
-    """``weight`` (original vocabulary) followed by new rows drawn from N(0, std²) with a fixed seed (SPEC §4).
+    """``weight`` (original vocabulary) followed by new rows drawn from N(0, std²) with a fixed seed
+    (docs/spec.md §4).
 
     The draw depends only on (seed, salt, new-row count, hidden size), never on TP or on the order of work.
     """

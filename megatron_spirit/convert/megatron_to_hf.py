@@ -3,9 +3,9 @@
 The checkpoint is read one layer at a time through megatron-core's own loader (a request for just that
 layer's slices of each stacked tensor), turned into HF tensors (``layout``), and written into safetensors
 shards as it goes (``hf_writer`` streams each tensor to its shard file): memory holds about one layer. The embedding and output
-rows are trimmed to the flavor's exported size (SPEC §1: 32512 base / 32768 expressive for LLaMA-2). The
+rows are trimmed to the flavor's exported size (docs/spec.md §1: 32512 base / 32768 expressive for LLaMA-2). The
 folder gets ``config.json`` (exported vocab size, ``rope_theta``), ``generation_config.json`` and the
-tokenizer files (SPEC §6), and is written atomically.
+tokenizer files (docs/spec.md §6), and is written atomically.
 
 Hyper-parameters come from ``spirit_checkpoint.json`` (written by ``hf-to-megatron`` and by the trainer:
 ``checkpoint.info``) or from an explicit model config; the tokenizer from ``--tokenizer`` or the checkpoint's

@@ -1,6 +1,6 @@
 """Word alignments from where users have them (MFA TextGrid, NeMo-style CTM, JSON word lists) → one form.
 
-Every reader returns :class:`Alignment`: the words (normalised: lower case, no punctuation, SPEC §3) with their
+Every reader returns :class:`Alignment`: the words (normalised: lower case, no punctuation, docs/spec.md §3) with their
 start/end seconds. Non-words that aligners write (silences ``""``/``sil``/``sp``, CTM blanks ``<b>``, ``<eps>``)
 are dropped. :func:`check_alignment` is where bad alignments are caught (times beyond the audio, times running
 backwards, words that differ from the transcript), so the interleaver can trust what it gets.

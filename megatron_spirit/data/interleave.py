@@ -1,4 +1,4 @@
-"""Word-level speech–text interleaving (SPEC §3): span sampling and the rule that gives each span its units,
+"""Word-level speech–text interleaving (docs/spec.md §3): span sampling and the rule that gives each span its units,
 both vectorised over a batch of utterances.
 
 Spans alternate modality; text spans hold ``text_min..text_max`` words and speech spans ``speech_min..speech_max``
@@ -31,7 +31,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 @dataclass(frozen=True)
 class SpanConfig:
-    """Span lengths in words, inclusive bounds (SPEC §3 defaults)."""
+    """Span lengths in words, inclusive bounds (docs/spec.md §3 defaults)."""
 
     text_min: int = 10
     text_max: int = 30

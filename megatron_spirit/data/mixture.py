@@ -1,4 +1,4 @@
-"""The training mixture (SPEC §4): blend weights from sampling shares, epochs per subset, and the blend config.
+"""The training mixture (docs/spec.md §4): blend weights from sampling shares, epochs per subset, and the blend config.
 
 megatron-core's ``BlendedDataset`` draws each *sequence* from dataset ``i`` with probability ``weight_i``; every
 sequence holds ``seq_length`` tokens (documents are packed), so a subset's share of sequences is its share of
@@ -31,7 +31,7 @@ from ..utils.atomic import write_text
 
 FORMAT = "megatron_spirit.blend/1"
 SUBSETS = ("speech", "interleaved", "text")
-#: SPEC §4 token counts (paper Table 2); the interleaved subset holds speech and text tokens.
+#: docs/spec.md §4 token counts (paper Table 2); the interleaved subset holds speech and text tokens.
 PAPER_TOKENS = {"speech": 28.2e9, "interleaved": 7.0e9 + 1.4e9, "text": 307e9}
 PAPER_SEQ_LENGTH, PAPER_GLOBAL_BATCH = 4096, 256
 

@@ -1,4 +1,4 @@
-"""Input records → token id sequences of every kind (SPEC §3), a chunk of records at a time.
+"""Input records → token id sequences of every kind (docs/spec.md §3), a chunk of records at a time.
 
 Kinds: ``text`` ``<s>[Text]…</s>`` · ``speech`` ``<s>[Speech][Hu…]…</s>`` · ``interleaved``
 ``<s>[Text]the cat[Speech][Hu3]…[Text]the mat</s>`` · ``asr`` ``<s>[Speech]…[Text]…</s>`` · ``tts``

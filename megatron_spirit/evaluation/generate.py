@@ -1,6 +1,6 @@
 """Generate a continuation in one modality, as SpiRit-LM's release does: a text continuation may only emit
-text tokens, a speech continuation only the flavor's unit tokens (SPEC §1-§3). Works on any exported Hugging Face
-folder (stock ``transformers``), so it also checks that the export is usable.
+text tokens, a speech continuation only the flavor's unit tokens (docs/spec.md §1-§3). Works on any exported
+Hugging Face folder (stock ``transformers``), so it also checks that the export is usable.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ API::
     attach_schedule_hooks(ddp_chunks, optimizer)        # what megatron's schedules need on the config
 
 ``parallel_state`` must be initialised first (``parallel.runtime.init_model_parallel``). ``vocab_size`` is the
-tokenizer's size; it is padded here the Megatron way (``make_vocab_size_divisible_by × TP``, SPEC §1).
+tokenizer's size; it is padded here the Megatron way (``make_vocab_size_divisible_by × TP``, docs/spec.md §1).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ API used by the trainer and the converters::
     mcfg = get_model_config("spirit-7b")                  # or "llama2-7b", "tiny", "tiny-gqa", ... (+ overrides)
     pcfg = ParallelConfig(tp=2, pp=2, sp=True, distributed_optimizer=True)
     tcfg = transformer_config(mcfg, pcfg, dtype="bf16")   # megatron.core TransformerConfig
-    vocab = padded_vocab(tokenizer.vocab.full_size, mcfg, pcfg)   # SPEC §1 padding, via tokenizer/vocab.py
+    vocab = padded_vocab(tokenizer.vocab.full_size, mcfg, pcfg)   # docs/spec.md §1 padding, via tokenizer/vocab.py
 
 The architecture is LLaMA-2's: RMSNorm (eps 1e-5), SwiGLU MLP, no biases, rotary position embeddings,
 untied input/output embeddings, optional grouped-query attention (``num_query_groups``); dropout 0 (megatron's
@@ -26,7 +26,7 @@ from ..tokenizer.vocab import padded_vocab_size
 
 #: Parameter dtypes by the names configs and command lines use.
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: The SpiRit-LM recipe's RoPE base (SPEC §4); LLaMA-2's own is 10,000.
+#: The SpiRit-LM recipe's RoPE base (docs/spec.md §4); LLaMA-2's own is 10,000.
 RECIPE_ROPE_BASE = 100000.0
 RECOMPUTE = (None, "selective", "full")
 
@@ -103,7 +103,7 @@ def _llama(name, layers, hidden, ffn, heads, groups=None, rope=10000.0, seq=4096
 
 
 #: Named configs. ``llama2-*`` match the HF checkpoints (θ 10,000); ``spirit-*`` are the same networks with the
-#: recipe's θ 100,000 (SPEC §4). ``tiny*``/``small`` are for tests and the demo.
+#: recipe's θ 100,000 (docs/spec.md §4). ``tiny*``/``small`` are for tests and the demo.
 NAMED_CONFIGS: dict[str, ModelConfig] = {
     c.name: c
     for c in (
@@ -191,7 +191,7 @@ class ParallelConfig:
 
 
 def padded_vocab(vocab_size: int, model: ModelConfig, parallel: ParallelConfig) -> int:
-    """Embedding rows: the tokenizer's size padded to ``make_vocab_size_divisible_by × tp`` (SPEC §1)."""
+    """Embedding rows: the tokenizer's size padded to ``make_vocab_size_divisible_by × tp`` (docs/spec.md §1)."""
     return padded_vocab_size(vocab_size, model.make_vocab_size_divisible_by, parallel.tp)
 
 

@@ -4,7 +4,7 @@ megatron-core is written for GPUs and assumes CUDA in a handful of places on the
 re-implementing any layer, schedule or optimizer, this module bridges exactly those assumptions, and only
 when CUDA is absent (``enable()`` does nothing on a GPU machine). The same GPTModel, DDP, distributed
 optimizer and ``get_forward_backward_func`` schedules then run in both worlds. Measured facts behind each
-entry: ``shared/notes/megatron-core-on-cpu.md``.
+entry: ``docs/notes/megatron-core-on-cpu.md``.
 
 One explicit switch per process entry, never a side effect of library code: the CLI mains and a test that
 runs megatron-core in its own process use ``with cpu.compat():`` (undone on exit, so a caller's process is left

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16000
-#: Longest piece of audio given to a model at once (SPEC §2).
+#: Longest piece of audio given to a model at once (docs/spec.md §2).
 MAX_CHUNK_SECONDS = 100.0
 
 

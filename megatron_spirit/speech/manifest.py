@@ -8,7 +8,7 @@ One JSON object per line::
                "style":  {"rate": 1.0,  "units": [...], "starts": [...], "frames": 4}},
      ...any input fields passed through (speaker, text, alignment, ...)}
 
-Streams that deduplicate (SPEC §2) store each run once with the frame index where it starts (``starts``);
+Streams that deduplicate (docs/spec.md §2) store each run once with the frame index where it starts (``starts``);
 ``frames`` is the stream's frame count, so the frame-level stream is recoverable and every unit has a start time.
 Frame ``i`` of a stream at ``rate`` Hz covers ``[i / rate, (i + 1) / rate)`` seconds: :func:`frame_span`.
 """

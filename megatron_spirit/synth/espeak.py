@@ -5,7 +5,7 @@ Word times come from PHONEME events (a word starts at its first non-pause phonem
 event after its last phoneme starts); WORD events' own times include the pause before the word and are not used.
 espeak merges some function-word pairs ("in the", "for the") into one WORD event: the merged event's phonemes
 are split between its words in proportion to each word's phoneme count (from ``espeak_TextToPhonemes``).
-See shared/notes/espeak-alignments.md for what was measured.
+See docs/notes/espeak-alignments.md for what was measured.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Extend a LLaMA-2-style sentencepiece model with the SpiRit pieces and write a Hugging Face tokenizer folder.
 
 The new pieces are USER_DEFINED (sentencepiece matches them inside text; CONTROL pieces it would not), appended
-after the base pieces so every base id is unchanged and new ids are ``base size + SPEC §1 offset``.
+after the base pieces so every base id is unchanged and new ids are ``base size + docs/spec.md §1 offset``.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def hf_tokenizer_config(model_max_length: int = 4096) -> dict:
 
 
 def write_hf_files(out_dir: str | os.PathLike, flavor: str, base_size: int) -> None:
-    """The Hugging Face side files next to ``tokenizer.model`` (SPEC §6), plus our own metadata."""
+    """The Hugging Face side files next to ``tokenizer.model`` (docs/spec.md §6), plus our own metadata."""
     out_dir = Path(out_dir)
     (out_dir / "tokenizer_config.json").write_text(json.dumps(hf_tokenizer_config(), indent=2) + "\n")
     (out_dir / "special_tokens_map.json").write_text(

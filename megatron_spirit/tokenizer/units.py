@@ -2,7 +2,7 @@
 
 Two input forms exist. *Native* streams come from extraction, each at its own rate (Hu 25 Hz, Pi 12.5 Hz,
 St 1 Hz). *Aligned* streams hold one pitch and one style unit per HuBERT frame: the form the reverse parse
-returns and the form of the release's worked example. Both merge the way the release does (SPEC §2): every
+returns and the form of the release's worked example. Both merge the way the release does (docs/spec.md §2): every
 kept unit gets the time ``i / rate`` of its first frame ``i``, and a stable sort by time interleaves the
 streams.
 """
@@ -46,7 +46,7 @@ def dedup(units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def stream_string(units, stream: Stream = HUBERT, deduplicate: bool | None = None) -> str:
-    """``[Hu3][Hu7]…`` for one stream; deduplicated when the stream is (SPEC §2) unless told otherwise."""
+    """``[Hu3][Hu7]…`` for one stream; deduplicated when the stream is (docs/spec.md §2) unless told otherwise."""
     arr = as_units(units, stream)
     if stream.dedup if deduplicate is None else deduplicate:
         arr, _ = dedup(arr)

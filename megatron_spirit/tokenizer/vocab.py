@@ -1,4 +1,4 @@
-"""The SpiRit-LM vocabulary layout (SPEC §1): the one place that knows the offsets and the flavors.
+"""The SpiRit-LM vocabulary layout (docs/spec.md §1): the one place that knows the offsets and the flavors.
 
 Every other module asks this one for ids, strings and sizes, so a change of layout is a change here only.
 New tokens sit right after the base sentencepiece vocabulary, in the order
@@ -30,7 +30,7 @@ class Stream:
         return f"[{self.prefix}{unit}]"
 
 
-#: Rates as in SPEC §2. HuBERT's merge rate is 24.99 as in the release (the frame rate itself is 25 Hz).
+#: Rates as in docs/spec.md §2. HuBERT's merge rate is 24.99 as in the release (the frame rate itself is 25 Hz).
 HUBERT = Stream("hubert", "Hu", 501, 25.0, True)
 PITCH = Stream("pitch", "Pi", 64, 12.5, True)
 STYLE = Stream("style", "St", 100, 1.0, False)
@@ -150,6 +150,6 @@ class SpiritVocab:
 
 
 def padded_vocab_size(size: int, divisible_by: int = 128, tensor_parallel: int = 1) -> int:
-    """Megatron's embedding padding: a multiple of ``divisible_by × TP`` (SPEC §1)."""
+    """Megatron's embedding padding: a multiple of ``divisible_by × TP`` (docs/spec.md §1)."""
     multiple = divisible_by * tensor_parallel
     return -(-size // multiple) * multiple

@@ -3,8 +3,9 @@
     spirit-train configs/spiritlm_base_7b.yaml schedule.train_steps=1000 parallel.tp=2
 
 Every section is a frozen dataclass; unknown keys and inconsistent values are errors that name the key
-(:mod:`megatron_spirit.utils.config_io`). Defaults are the SpiRit-LM recipe where the paper states one (SPEC §4)
-and LLaMA-2's choices where it does not (AdamW β 0.9/0.95, weight decay 0.1, clip 1.0, no warm-up, bf16).
+(:mod:`megatron_spirit.utils.config_io`). Defaults are the SpiRit-LM recipe where the paper states one
+(docs/spec.md §4) and LLaMA-2's choices where it does not (AdamW β 0.9/0.95, weight decay 0.1, clip 1.0, no
+warm-up, bf16).
 
 The defaults *are* the recipe, deliberately, and the only copy of it: every config — the two 7B flavors, the CPU
 demo, the tests — then trains with the paper's hyperparameters unless it says otherwise, and a YAML holds only

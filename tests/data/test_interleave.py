@@ -1,4 +1,4 @@
-"""Span sampling follows SPEC §3, and the vectorised builder equals a plain per-utterance reading of the rule
+"""Span sampling follows docs/spec.md §3, and the vectorised builder equals a plain per-utterance reading of the rule
 (interleave.py's module doc), token for token, through SpiritTokenizer.encode of the string form."""
 import json
 import re

@@ -1,4 +1,4 @@
-"""Mixture weights and epochs (SPEC §4), the blend config, and GPTDatasets built from it."""
+"""Mixture weights and epochs (docs/spec.md §4), the blend config, and GPTDatasets built from it."""
 import json
 
 import numpy as np
@@ -27,8 +27,8 @@ from .corpus import make_corpus, write_jsonl
 def test_paper_table2_epochs():
     """Paper Table 2 at 100K steps of 256 × 4096 tokens with 1/3 shares: speech 1.24, text 0.11.
 
-    The interleaved subset's SPEC §4 tokens (7.0B speech + 1.4B text) give 4.16 epochs; the paper prints 3.81,
-    which would need 9.17B tokens: a count the SPEC's table does not give (see the report), so it is not asserted.
+    The interleaved subset's docs/spec.md §4 tokens (7.0B speech + 1.4B text) give 4.16 epochs; the paper prints 3.81,
+    which would need 9.17B tokens: a count docs/spec.md's table does not give (see the report), so it is not asserted.
     """
     shares = parse_shares("1/3,1/3,1/3", ["speech", "interleaved", "text"])
     e = epochs(PAPER_TOKENS, shares, 100_000, PAPER_SEQ_LENGTH * PAPER_GLOBAL_BATCH)

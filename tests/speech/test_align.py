@@ -37,7 +37,7 @@ def frame_labels(spec):
 
 def test_targets_normalise_star_and_delimit():
     tg = make_targets("Hello, wörld! Ça‽ 日本", ALPHA)
-    assert tg.words == ("hello", "wörld", "ça", "日本")  # SPEC §3's aligned text
+    assert tg.words == ("hello", "wörld", "ça", "日本")  # docs/spec.md §3 aligned text
     c = VOCAB
     assert tg.tokens == (c["h"], c["e"], c["l"], c["l"], c["o"], D, c["w"], STAR, c["r"], c["l"], c["d"], D,
                          STAR, c["a"], D, STAR)  # one star per run of unknown characters, never a silent drop

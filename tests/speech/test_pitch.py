@@ -35,7 +35,7 @@ def test_acf_follows_a_glide_and_marks_silence_unvoiced():
 
 
 def test_yaapt_runs_with_the_right_frame_count():
-    # pYAAPT misreads pure synthetic tones (shared/notes/espeak-alignments.md): check shape and voicing only.
+    # pYAAPT misreads pure synthetic tones (docs/notes/espeak-alignments.md): check shape and voicing only.
     f0, voiced = extract_f0(tone(180.0, 0.6), "yaapt")
     assert len(f0) == len(voiced) == 0.6 * 16000 // 80
     assert voiced.mean() > 0.5 and np.all(f0[voiced] > 50)

@@ -1,4 +1,4 @@
-"""Unit strings: dedup, the EXPRESSIVE merge (SPEC §2), the reverse parse, vectorised ids."""
+"""Unit strings: dedup, the EXPRESSIVE merge (docs/spec.md §2), the reverse parse, vectorised ids."""
 import numpy as np
 import pytest
 from hypothesis import given, settings

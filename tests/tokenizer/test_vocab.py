@@ -1,4 +1,4 @@
-"""SPEC §1: the exact ids of the SpiRit tokens on a 32000-piece LLaMA-2-shaped base."""
+"""docs/spec.md §1: the exact ids of the SpiRit tokens on a 32000-piece LLaMA-2-shaped base."""
 import pytest
 
 from megatron_spirit.tokenizer.build import build_tokenizer
