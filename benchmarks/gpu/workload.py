@@ -41,9 +41,7 @@ class Workload:
         """The project's one FLOPs formula (``model.flops``), as the trainer logs it."""
         from megatron_spirit.model.flops import flops_per_token
 
-        m = self.model
-        return flops_per_token(m.num_layers, m.hidden_size, m.ffn_hidden_size, m.num_attention_heads,
-                               m.num_query_groups, m.seq_length, self.padded_vocab, m.kv_channels)
+        return flops_per_token(self.model, self.model.seq_length, self.padded_vocab)
 
     def describe(self) -> dict:
         m = self.model
