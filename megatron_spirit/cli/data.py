@@ -44,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
                        description="Build one dataset: read JSONL, make sequences, write .bin/.idx through "
                        "megatron-core's IndexedDatasetBuilder (one document per sequence), atomically. Bad records "
                        "go to <out>.rejects.jsonl with a reason; counts go to <out>.summary.json. A finished output "
-                       "is skipped on re-run.")
+                       "is skipped on a re-run with the same arguments and refused with others; a build that "
+                       "writes nothing or rejects more than --max-reject-fraction fails (exit code 2).")
     b.add_argument("--kind", required=True, choices=["text", "speech", "interleaved", "asr", "tts"],
                    help="text: <s>[Text]…</s>; speech: <s>[Speech][Hu…]…</s>; interleaved: word-level spans "
                    "(needs alignments); asr: [Speech]…[Text]…; tts: [Text]…[Speech]…")

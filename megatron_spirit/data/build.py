@@ -4,7 +4,9 @@ sink; atomic and resumable.
 Inputs are JSONL files (:mod:`.source_jsonl`) or packs (:mod:`.source_pack`), each cutting its shard into chunks;
 sequences come from :mod:`.sequences` and go to megatron-core indexed datasets (:mod:`.sink`); rejects and the
 summary that marks a finished build are :mod:`.summary`'s. A killed build leaves only temporary files; its re-run
-builds again, and a re-run of a finished build returns the summary it left.
+builds again, and a re-run of a finished build returns the summary it left when the arguments that shape the
+output match the recorded ones (:func:`shaping_args`), else stops naming what changed. A build that writes nothing,
+or rejects more than ``--max-reject-fraction`` of its records, fails and keeps no dataset.
 """
 from __future__ import annotations
 
@@ -139,16 +141,19 @@ class _Duplicates:
         return drop, rejects
 
 
-def _check_rejects(log: RejectLog, documents: int, max_fraction: float, inputs: Sequence[str]) -> None:
-    """Refuse a build that wrote nothing or rejected more than ``max_fraction`` of its records."""
+def _check_rejects(log: RejectLog, documents: int, max_fraction: float, out: str, inputs: Sequence[str],
+                   rejects_file: Path, empty_ok: bool = False) -> None:
+    """Refuse a build that wrote nothing or rejected more than ``max_fraction`` of its records, writing its
+    rejects file (``empty_ok``: a shard that owns no record at all is fine)."""
     rejected = sum(n for reason, n in log.by_reason.items() if reason != "missing_units_record")
     total = rejected + documents
-    reasons = ", ".join(f"{r}: {n}" for r, n in sorted(log.by_reason.items()))
-    if total == 0:
-        raise DataBuildError(f"no records in {', '.join(inputs)}: nothing to write")
-    if documents == 0 or rejected > max_fraction * total:
-        raise DataBuildError(f"{rejected} of {total} records rejected ({reasons}), more than "
-                             f"--max-reject-fraction {max_fraction}: nothing written")
+    if total == 0 and not empty_ok:
+        raise DataBuildError(f"{out}: no records in {', '.join(inputs)}: nothing to write")
+    if total and (documents == 0 or rejected > max_fraction * total):
+        log.write(rejects_file)
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(log.by_reason.items()))
+        raise DataBuildError(f"{out}: {rejected} of {total} records rejected ({reasons}), more than "
+                             f"--max-reject-fraction {max_fraction}: nothing written (see {rejects_file})")
 
 
 def _progress(enabled: bool, total: int, unit: str, desc: str):
@@ -157,6 +162,35 @@ def _progress(enabled: bool, total: int, unit: str, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, unit_scale=True, desc=desc, mininterval=1.0, file=sys.stderr)
+
+
+def _write_chunks(source, builder: SequenceBuilder, shard: Shard | None, chunk_bytes: int, workers: int,
+                  sink: DatasetSink, log: RejectLog, totals: _Totals, bar) -> None:
+    """The source's chunks built in ``workers`` processes and written in input order; a record whose id was
+    written before is rejected (its chunk built again without it, here: rare)."""
+    dups, in_flight = _Duplicates(), collections.deque()
+    t0 = time.perf_counter()
+
+    def chunks():  # the chunks given to the workers, kept here until their results come (in order)
+        for c in source.chunks(shard, chunk_bytes):
+            in_flight.append(c)
+            yield c
+
+    for size, res in ordered_map(_Worker(source, builder), chunks(), workers):
+        chunk = in_flight.popleft()
+        drop, dup_rejects = dups.drop(res)
+        if drop:
+            seen = res.seen_ids
+            res = source.process_without(builder, chunk, drop)
+            res.seen_ids = seen
+            res.rejects = sorted(res.rejects + dup_rejects, key=lambda r: (r.file, r.line))
+        log.add(res.rejects)
+        sink.add(res.ids, res.lengths)
+        totals.add(res)
+        if bar is not None:
+            bar.update(size)
+            rate = totals.counts["tokens"] / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix_str(f"{rate / 1e6:.2f}M tok/s", refresh=False)
 
 
 def build_dataset(
@@ -187,75 +221,44 @@ def build_dataset(
     args = shaping_args(inputs, cfg, builder.tok.fingerprint, builder.vocab.flavor, alignments, shard)
     if not overwrite and (done := finished(prefixes)) is not None:
         return check_resume(done, args, out)
-    with disk_errors(Path(out).parent):
-        return _build(source, builder, out, prefixes, args, inputs, tokenizer_dir, cfg, workers, shard, strict,
-                      progress, chunk_bytes, max_reject_fraction)
-
-
-def _build(source, builder, out, prefixes, args, inputs, tokenizer_dir, cfg, workers, shard, strict, progress,
-           chunk_bytes, max_reject_fraction) -> BuildSummary:
-    sink = DatasetSink(prefixes, builder.out_dtype)
-    log, totals = RejectLog(strict), _Totals()
-    t0 = time.perf_counter()
-    bar = _progress(progress, source.total(shard), source.unit, f"{cfg.kind} {Path(out).name}")
-    try:
-        log.add(source.rejects(shard, cfg.kind))
-        dups, in_flight = _Duplicates(), collections.deque()
-
-        def chunks():  # the chunks given to the workers, kept here until their results come (in order)
-            for c in source.chunks(shard, chunk_bytes):
-                in_flight.append(c)
-                yield c
-
-        for size, res in ordered_map(_Worker(source, builder), chunks(), workers):
-            chunk = in_flight.popleft()
-            drop, dup_rejects = dups.drop(res)
-            if drop:  # rare: build the chunk again without them (here, in order)
-                seen = res.seen_ids
-                res = source.process_without(builder, chunk, drop)
-                res.seen_ids = seen
-                res.rejects = sorted(res.rejects + dup_rejects, key=lambda r: (r.file, r.line))
-            log.add(res.rejects)
-            sink.add(res.ids, res.lengths)
-            totals.add(res)
-            if bar is not None:
-                bar.update(size)
-                rate = totals.counts["tokens"] / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix_str(f"{rate / 1e6:.2f}M tok/s", refresh=False)
-        if cfg.kind == "interleaved" and shard is None:  # a shard cannot know the other shards' records
-            log.add(unmatched_alignments(builder.alignments, totals.seen_ids))
-        rejects_file = rejects_path(out, shard)
+    with disk_errors(Path(out).parent):  # a full disk: say so and name the folder
+        sink = DatasetSink(prefixes, builder.out_dtype)
+        log, totals = RejectLog(strict), _Totals()
+        t0 = time.perf_counter()
+        bar = _progress(progress, source.total(shard), source.unit, f"{cfg.kind} {Path(out).name}")
         try:
-            _check_rejects(log, int(totals.counts["documents"]), max_reject_fraction, inputs)
-        except DataBuildError as e:
-            if not len(log):
-                raise DataBuildError(f"{out}: {e}") from None
+            log.add(source.rejects(shard, cfg.kind))
+            _write_chunks(source, builder, shard, chunk_bytes, workers, sink, log, totals, bar)
+            if cfg.kind == "interleaved" and shard is None:  # a shard cannot know the other shards' records
+                log.add(unmatched_alignments(builder.alignments, totals.seen_ids))
+            rejects_file = rejects_path(out, shard)
+            # A shard may own no line of non-empty inputs (more shards than records).
+            _check_rejects(log, int(totals.counts["documents"]), max_reject_fraction, out, inputs, rejects_file,
+                           empty_ok=shard is not None and source.total(None) > 0)
+            sink.finalize()
             log.write(rejects_file)
-            raise DataBuildError(f"{out}: {e} (see {rejects_file})") from None
-        sink.finalize()
-    except BaseException:
-        sink.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    elapsed = time.perf_counter() - t0
-
-    log.write(rejects_file)
-    counts, interleaved = totals.counts, cfg.kind == "interleaved"
-    summary = BuildSummary(
-        kind=cfg.kind, inputs=inputs, tokenizer=str(tokenizer_dir), flavor=builder.vocab.flavor,
-        vocab_size=builder.tok.vocab_size, dtype=np.dtype(builder.out_dtype).name,
-        documents=int(counts["documents"]), tokens=int(counts["tokens"]), text_tokens=int(counts["text_tokens"]),
-        speech_tokens=int(counts["speech_tokens"]), speech_seconds=float(counts.get("speech_seconds", 0.0)),
-        rejected=len(log), rejects_by_reason=dict(sorted(log.by_reason.items())), rejects_file=str(rejects_file),
-        shard=None if shard is None else list(shard), variants=cfg.variants, seed=cfg.seed,
-        spans=asdict(cfg.spans) if interleaved else None,
-        span_words_hist={"text": totals.span_hist[0].tolist(), "speech": totals.span_hist[1].tolist()}
-        if interleaved else None,
-        workers=workers, elapsed_s=round(elapsed, 3), tokens_per_s=round(counts["tokens"] / max(elapsed, 1e-9), 1),
-        prefixes=prefixes, tokenizer_fingerprint=builder.tok.fingerprint, build_args=args)
-    sink.commit()
-    for k, p in enumerate(prefixes):  # the summaries last: they mark the prefixes finished
-        replace(summary, prefix=p, variant=k).write()
-    return replace(summary, prefix=prefixes[0], variant=0)
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = time.perf_counter() - t0
+        counts, interleaved = totals.counts, cfg.kind == "interleaved"
+        summary = BuildSummary(
+            kind=cfg.kind, inputs=inputs, tokenizer=str(tokenizer_dir), flavor=builder.vocab.flavor,
+            vocab_size=builder.tok.vocab_size, dtype=np.dtype(builder.out_dtype).name,
+            documents=int(counts["documents"]), tokens=int(counts["tokens"]), text_tokens=int(counts["text_tokens"]),
+            speech_tokens=int(counts["speech_tokens"]), speech_seconds=float(counts.get("speech_seconds", 0.0)),
+            rejected=len(log), rejects_by_reason=dict(sorted(log.by_reason.items())), rejects_file=str(rejects_file),
+            shard=None if shard is None else list(shard), variants=cfg.variants, seed=cfg.seed,
+            spans=asdict(cfg.spans) if interleaved else None,
+            span_words_hist={"text": totals.span_hist[0].tolist(), "speech": totals.span_hist[1].tolist()}
+            if interleaved else None,
+            workers=workers, elapsed_s=round(elapsed, 3),
+            tokens_per_s=round(counts["tokens"] / max(elapsed, 1e-9), 1), prefixes=prefixes,
+            tokenizer_fingerprint=builder.tok.fingerprint, build_args=args)
+        sink.commit()
+        for k, p in enumerate(prefixes):  # the summaries last: they mark the prefixes finished
+            replace(summary, prefix=p, variant=k).write()
+        return replace(summary, prefix=prefixes[0], variant=0)

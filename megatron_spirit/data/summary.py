@@ -2,7 +2,8 @@
 
 Rejects are gathered in one :class:`RejectLog` (``--strict`` turns the first into an error). The summary of each
 prefix (``PREFIX.summary.json``, a :class:`BuildSummary`) is written last and marks the prefix finished: a
-re-run whose prefixes all have one returns it (:func:`finished`) instead of building.
+re-run whose prefixes all have one returns it (:func:`finished`) instead of building, when the build arguments it
+records match (``build_args``); it also records the tokenizer's fingerprint.
 """
 from __future__ import annotations
 

@@ -216,3 +216,24 @@ def test_a_full_disk_is_named_and_keeps_earlier_outputs(tmp_path, tok_dir, capsy
     assert f"no space left on device while writing into {tmp_path.resolve()}" in err and "Traceback" not in err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept  # nothing new, nothing lost
     assert s.documents == 40
+
+
+def test_a_shard_that_owns_no_record_is_fine(tmp_path, tok_dir):
+    src = write_jsonl(tmp_path / "t.jsonl", [{"text": "One."}, {"text": "Two."}])
+    docs = [build_dataset([src], str(tmp_path / "t"), tok_dir, SequenceConfig("text"), shard=(i, 4),
+                          progress=False).documents for i in range(4)]
+    assert sorted(docs) == [0, 0, 1, 1]
+    shards = [str(tmp_path / f"t-shard{i:05d}of00004") for i in range(4)]
+    assert merge_datasets(str(tmp_path / "t"), shards).documents == 2
+
+
+def test_a_full_disk_while_packing_is_named(tmp_path, capsys, monkeypatch):
+    src = write_jsonl(tmp_path / "u.jsonl", make_corpus(3, seed=9))
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("megatron_spirit.data.pack._Columns.add", full)
+    assert cli(["pack", "--input", src, "--out", str(tmp_path / "u.spiritpack"), "--no-progress"]) == 2
+    assert "no space left on device while writing into" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u.jsonl"]
