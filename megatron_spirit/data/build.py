@@ -114,8 +114,10 @@ def check_resume(done: BuildSummary, args: dict, out: str) -> BuildSummary:
     changed = [k for k in args if done.build_args.get(k) != args[k]]
     parts = []
     for k in changed:
-        if k == "inputs" and [i["path"] for i in done.build_args["inputs"]] == [i["path"] for i in args["inputs"]]:
-            parts.append("--input (the files changed since: size or modification time)")
+        if k == "inputs":
+            was, now = ([i["path"] for i in a["inputs"]] for a in (done.build_args, args))
+            parts.append("--input (the files changed since: size or modification time)" if was == now
+                         else f"--input (was {was}, now {now})")
         else:
             parts.append(f"{_OPTIONS.get(k, k)} (was {done.build_args.get(k)!r}, now {args[k]!r})")
     raise DataBuildError(f"{out}: finished by a build with other arguments: {'; '.join(parts)}; --overwrite to "

@@ -6,12 +6,11 @@ front (:func:`check_datasets`), every error naming its file.
 """
 from __future__ import annotations
 
+import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
-
-import numpy as np
 
 from .sink import summary_path
 
@@ -51,16 +50,18 @@ def check_files(prefix: str) -> DatasetInfo:
         if code not in _ITEMSIZE or size != want:
             raise DatasetError(f"{idx}: truncated or damaged: {size} bytes, its header says {want} "
                                f"({n} sequences, {m - 1} documents); rebuild the dataset")
-        lengths = np.fromfile(f, dtype="<i4", count=n)
-        pointers = np.fromfile(f, dtype="<i8", count=n)
-    want_bin = int(pointers[-1]) + int(lengths[-1]) * _ITEMSIZE[code] if n else 0
+        want_bin = 0
+        if n:  # the last sequence's length and pointer: where the .bin must end (read alone: indexes are large)
+            f.seek(_HEADER_BYTES + 4 * (n - 1))
+            (last_len,) = struct.unpack("<i", f.read(4))
+            f.seek(_HEADER_BYTES + 4 * n + 8 * (n - 1))
+            (last_ptr,) = struct.unpack("<q", f.read(8))
+            want_bin = last_ptr + last_len * _ITEMSIZE[code]
     if bin_.stat().st_size != want_bin:
         raise DatasetError(f"{bin_}: {bin_.stat().st_size} bytes, its index {idx} says {want_bin}: truncated or "
                            f"from another build; rebuild the dataset")
     fp = tok = None
     if summary_path(prefix).is_file():
-        import json
-
         try:
             s = json.loads(summary_path(prefix).read_text())
         except ValueError as e:
