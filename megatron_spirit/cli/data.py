@@ -44,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
                        description="Build one dataset: read JSONL, make sequences, write .bin/.idx through "
                        "megatron-core's IndexedDatasetBuilder (one document per sequence), atomically. Bad records "
                        "go to <out>.rejects.jsonl with a reason; counts go to <out>.summary.json. A finished output "
-                       "is skipped on re-run.")
+                       "is skipped on a re-run with the same arguments and refused with others; a build that "
+                       "writes nothing or rejects more than --max-reject-fraction fails (exit code 2).")
     b.add_argument("--kind", required=True, choices=["text", "speech", "interleaved", "asr", "tts"],
                    help="text: <s>[Text]…</s>; speech: <s>[Speech][Hu…]…</s>; interleaved: word-level spans "
                    "(needs alignments); asr: [Speech]…[Text]…; tts: [Text]…[Speech]…")
@@ -68,7 +69,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--shard", default=None, metavar="I/N",
                    help="build only shard I of N (0-based; a byte range of the inputs); output PREFIX-shardIofN")
     b.add_argument("--strict", action="store_true", help="stop with an error at the first bad record")
-    b.add_argument("--overwrite", action="store_true", help="rebuild even if the output is complete")
+    b.add_argument("--overwrite", action="store_true",
+                   help="rebuild even if the output is complete (a finished output is reused only when --kind, "
+                   "--input (size, mtime), --tokenizer, --flavor, --json-key, --alignments, --variants, --seed, "
+                   "spans and --shard match; else the build stops and names what changed)")
+    b.add_argument("--max-reject-fraction", type=float, default=0.5,
+                   help="fail (nothing written) when more than this share of records is rejected, or none is "
+                   "written")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument("--chunk-kb", type=int, default=1024,
                    help="input per work unit: KiB of JSONL (packs: 512 HuBERT runs per KiB)")
@@ -138,7 +145,7 @@ def _build(args) -> int:
     s = build_dataset(args.input, args.out, args.tokenizer, cfg, flavor=args.flavor, alignments=args.alignments,
                       workers=args.workers, shard=parse_shard(args.shard), strict=args.strict,
                       overwrite=args.overwrite, progress=not args.no_progress,
-                      chunk_bytes=args.chunk_kb * 1024)
+                      chunk_bytes=args.chunk_kb * 1024, max_reject_fraction=args.max_reject_fraction)
     if s.skipped:
         print(f"{args.out}: already complete, skipped (--overwrite to rebuild)")
         return 0
@@ -168,6 +175,8 @@ def _merge(args) -> int:
     groups = {args.out: args.inputs} if args.inputs else find_shards(args.out)
     for out, inputs in groups.items():
         s = merge_datasets(out, inputs, overwrite=args.overwrite)
+        for w in s.warnings:
+            print(f"spirit-data: warning: {w}", file=sys.stderr)
         state = "already complete" if s.skipped else f"merged {len(inputs)} datasets"
         print(f"{out}: {state}: {s.documents} documents, {s.tokens} tokens")
     return 0
@@ -202,6 +211,12 @@ def _mixture(args) -> int:
     subsets = {"speech": args.speech, "interleaved": args.interleaved, "text": args.text}
     if not any(subsets.values()):
         raise ValueError("give at least one of --speech, --interleaved, --text (or --paper)")
+    from ..data.check import check_datasets
+    from ..data.mixture import resolve_variants
+
+    _, notes = check_datasets([v for p in sum(subsets.values(), []) for v in resolve_variants(p)])
+    for w in notes:
+        print(f"spirit-data: warning: {w}", file=sys.stderr)
     mix = plan_mixture(subsets, shares, args.steps, args.seq_length, args.global_batch)
     for w in mix.warnings:
         print(f"spirit-data: warning: {w}", file=sys.stderr)
@@ -218,12 +233,13 @@ def _mixture(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from ..data.sink import DiskFullError
     from ..data.summary import DataBuildError
 
     try:
         commands = {"build": _build, "pack": _pack, "merge": _merge, "stats": _stats, "mixture": _mixture}
         return commands[args.command](args)
-    except (ValueError, FileNotFoundError, DataBuildError) as e:
+    except (ValueError, FileNotFoundError, DataBuildError, DiskFullError) as e:
         print(f"spirit-data {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -49,12 +49,20 @@ def main(argv: list[str] | None = None) -> int:
         print(dump_yaml(cfg), end="")
         return 0
     from ..parallel.runtime import read_env
+    from ..training.datasets import check_training_data
 
     try:
         cfg.batch_layout(read_env().world_size)  # before any process group: a clear error, not a hang
     except ValueError as e:
         print(f"spirit-train: config error: {e}", file=sys.stderr)
         return 2
+    try:
+        notes = check_training_data(cfg.data)  # the tokenizer, the blend, every dataset whole and of this tokenizer
+    except (ValueError, OSError) as e:
+        print(f"spirit-train: data error: {e}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"spirit-train: warning: {note}", file=sys.stderr)
     from ..parallel import cpu
     from ..training.trainer import run
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import numpy as np
 
 from ..speech.manifest import UnitsRecord
-from ..tokenizer.vocab import STREAMS
+from ..tokenizer.vocab import HUBERT, STREAMS
 from .alignments import Alignment, AlignmentError, AlignmentSource, check_alignment, normalize_text, parse_word_list
 from .jsonl import loads
 from .ragged import Ragged, ranges
@@ -97,21 +97,40 @@ def units_record(obj: dict[str, Any], where: str) -> UnitsRecord:
     units = obj.get("units")
     if units is None:
         raise RecordError("missing_units", "the record has no 'units'", obj.get("id"))
-    if isinstance(units, str):
-        units = [int(u) for u in units.split()]
-    if isinstance(units, (list, np.ndarray)):
-        obj = dict(obj, units={"hubert": {"rate": 25.0, "units": units}})
-    elif isinstance(units, dict) and any(isinstance(v, (list, str, np.ndarray)) for v in units.values()):
-        obj = dict(obj, units={
-            k: ({"rate": _RATES.get(k, 0.0), "units": [int(u) for u in v.split()] if isinstance(v, str) else v}
-                if isinstance(v, (list, str, np.ndarray)) else v)
-            for k, v in units.items()
-        })
     try:
-        return UnitsRecord.from_json(obj, where=where)
+        if isinstance(units, str):
+            units = _split_units(units)
+        if isinstance(units, (list, np.ndarray)):
+            obj = dict(obj, units={"hubert": {"rate": 25.0, "units": units}})
+        elif isinstance(units, dict) and any(isinstance(v, (list, str, np.ndarray)) for v in units.values()):
+            obj = dict(obj, units={
+                k: ({"rate": _RATES.get(k, 0.0), "units": _split_units(v) if isinstance(v, str) else v}
+                    if isinstance(v, (list, str, np.ndarray)) else v)
+                for k, v in units.items()
+            })
+        rec = UnitsRecord.from_json(obj, where=where)
     except ValueError as e:
-        reason = "unit_out_of_range" if "out of range" in str(e) else "bad_units"
-        raise RecordError(reason, str(e), obj.get("id")) from e
+        msg = str(e)
+        reason = ("unit_out_of_range" if "out of range" in msg else "non_integer_unit" if "not an integer" in msg
+                  else "bad_units")
+        raise RecordError(reason, msg, obj.get("id")) from e
+    for name, su in rec.streams.items():
+        if not (np.isfinite(su.rate) and su.rate > 0):
+            raise RecordError("wrong_rate", f"{where}: {name} stream at {su.rate!r} Hz", rec.id)
+    hu = rec.streams["hubert"].rate
+    if abs(hu - HUBERT.rate) > 1e-6:  # sequences time HuBERT runs at its own rate (the release's merge), never this
+        raise RecordError("wrong_rate", f"{where}: hubert stream at {hu:g} Hz; SpiRit HuBERT units are "
+                          f"{HUBERT.rate:g} Hz frames (docs/spec.md §2): re-extract at {HUBERT.rate:g} Hz", rec.id)
+    return rec
+
+
+def _split_units(text: str) -> list[int]:
+    """A space-separated unit string (``"12 7 12"``) as integers."""
+    try:
+        return [int(u) for u in text.split()]
+    except ValueError:
+        bad = next(u for u in text.split() if not u.lstrip("-").isdigit())
+        raise ValueError(f"unit {bad!r} is not an integer") from None
 
 
 @dataclass

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..utils.atomic import write_text
-from .sink import SHARD_RE, DatasetSink, is_complete, rejects_path
+from .check import DatasetError, check_datasets
+from .sink import SHARD_RE, DatasetSink, disk_errors, is_complete, rejects_path
 from .summary import BuildSummary, DataBuildError, merged
 
 
@@ -57,11 +58,21 @@ def merge_datasets(out: str, inputs: Sequence[str], overwrite: bool = False) -> 
     for p in inputs:
         if not is_complete(p):
             raise DataBuildError(f"{p}: not a finished dataset (no .bin/.idx/.summary.json)")
+    try:
+        _, warnings = check_datasets(inputs)  # whole files, one tokenizer
+    except DatasetError as e:
+        raise DataBuildError(f"cannot merge into {out}: {e}") from e
     summaries = [BuildSummary.read(p) for p in inputs]
     dtypes = {_IndexReader(p + ".idx", multimodal=False).dtype for p in inputs}
     if len(dtypes) != 1:
         raise DataBuildError(f"cannot merge datasets of different token dtypes {sorted(map(str, dtypes))}")
-    sink = DatasetSink([out], dtypes.pop())
+    with disk_errors(Path(out).parent):
+        summary = _write(out, inputs, summaries, dtypes.pop())
+    return replace(summary, warnings=warnings)
+
+
+def _write(out: str, inputs: Sequence[str], summaries: list[BuildSummary], dtype) -> BuildSummary:
+    sink = DatasetSink([out], dtype)
     try:
         for p in inputs:
             sink.add_index(p)

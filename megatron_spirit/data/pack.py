@@ -30,6 +30,7 @@ from .alignments import AlignmentSource
 from .batch import RecordBatch, RecordParser, Reject, StreamColumn, unmatched_alignments
 from .ordered_pool import ordered_map
 from .ragged import Ragged, offsets_of
+from .sink import disk_errors
 from .source_jsonl import JsonlSource, LineChunk
 
 FORMAT = "megatron_spirit.pack/1"
@@ -92,7 +93,7 @@ def pack_manifests(inputs: Sequence[str], out: str, alignments: str | None = Non
 
         bar = tqdm(total=source.total(None), unit=source.unit, unit_scale=True,
                    desc=f"pack {Path(out).name}", mininterval=1.0, file=sys.stderr)
-    with atomic_dir(out) as tmp:
+    with disk_errors(Path(out).parent), atomic_dir(out) as tmp:
         cols = _Columns(tmp)
         for (batch, bad, seen_ids), size in ordered_map(_ParseWorker(parser), source.chunks(None, chunk_bytes), workers):
             path = batch.sources[0]

@@ -65,6 +65,8 @@ class ChunkResult:
     counts: dict[str, float] = field(default_factory=dict)
     span_hist: np.ndarray | None = None  # [modality, words] counts, interleaved only
     seen_ids: list[str] = field(default_factory=list)
+    #: Where each written record (speech kinds) comes from: id, file and line, for the build's duplicate check.
+    written: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 def batch_extent(batch: RecordBatch) -> np.ndarray:
@@ -241,8 +243,9 @@ class SpeechBuilder(SequenceBuilder):
             per_record = offsets_of(sum(s.column.units.lengths for s in streams))
             seqs = [self._paired(batch, Ragged(units, per_record), text)]
         ids_out = [s.values.astype(self.out_dtype, copy=False) for s in seqs]
+        written = list(zip(batch.ids, [batch.sources[k] for k in batch.source.tolist()], batch.line.tolist()))
         return ChunkResult(ids_out, [s.lengths for s in seqs], rejects, self._counts(ids_out[0], len(batch), counts),
-                           hist)
+                           hist, written=written)
 
     # Filters -------------------------------------------------------------------------------------------------
     def _usable(self, batch: RecordBatch) -> tuple[RecordBatch, list[Reject]]:

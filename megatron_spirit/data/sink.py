@@ -7,6 +7,8 @@ killed build never leaves a prefix that looks complete.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 from pathlib import Path
@@ -48,6 +50,24 @@ def remove(*paths: Path) -> None:
             p.unlink()
         except FileNotFoundError:
             pass
+
+
+class DiskFullError(OSError):
+    """No space left where a build or merge writes; the message names the folder."""
+
+
+@contextlib.contextmanager
+def disk_errors(folder: str | os.PathLike):
+    """A full disk while writing into ``folder`` as an error that says so and names the folder (a bare
+    ``OSError: [Errno 28]`` names neither); the caller's clean-up has already run."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno != errno.ENOSPC or isinstance(e, DiskFullError):
+            raise
+        raise DiskFullError(errno.ENOSPC, f"no space left on device while writing into {Path(folder).resolve()}"
+                            f"{f' ({e.filename})' if e.filename else ''}; free space there or write elsewhere: "
+                            f"nothing of this run was kept, earlier outputs are as they were") from e
 
 
 def add_documents(builder, ids: np.ndarray, lengths: np.ndarray) -> None:

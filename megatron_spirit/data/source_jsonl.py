@@ -89,3 +89,8 @@ class JsonlSource:
 
     def process(self, builder: SequenceBuilder, chunk: LineChunk) -> ChunkResult:
         return builder.process(chunk.lines, chunk.file, chunk.first_line)
+
+    def process_without(self, builder: SequenceBuilder, chunk: LineChunk, drop: set[tuple[str, int]]) -> ChunkResult:
+        """:meth:`process` with the records at ``drop`` ((file, line) pairs) left out (as blank lines)."""
+        lines = [b"" if (chunk.file, chunk.first_line + k) in drop else raw for k, raw in enumerate(chunk.lines)]
+        return builder.process(lines, chunk.file, chunk.first_line)

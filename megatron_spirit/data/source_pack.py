@@ -66,3 +66,10 @@ class PackSource:
 
     def process(self, builder: SpeechBuilder, chunk: RecordRange) -> ChunkResult:
         return builder.process_batch(self.packs[chunk.pack].batch().slice(chunk.start, chunk.stop))
+
+    def process_without(self, builder: SpeechBuilder, chunk: RecordRange, drop: set[tuple[str, int]]) -> ChunkResult:
+        """:meth:`process` with the records at ``drop`` ((file, line) pairs) left out."""
+        batch = self.packs[chunk.pack].batch().slice(chunk.start, chunk.stop)
+        keep = [i for i, (s, line) in enumerate(zip(batch.source.tolist(), batch.line.tolist()))
+                if (batch.sources[s], line) not in drop]
+        return builder.process_batch(batch.take(np.asarray(keep, dtype=np.int64)))

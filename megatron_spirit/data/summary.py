@@ -2,7 +2,8 @@
 
 Rejects are gathered in one :class:`RejectLog` (``--strict`` turns the first into an error). The summary of each
 prefix (``PREFIX.summary.json``, a :class:`BuildSummary`) is written last and marks the prefix finished: a
-re-run whose prefixes all have one returns it (:func:`finished`) instead of building.
+re-run whose prefixes all have one returns it (:func:`finished`) instead of building, when the build arguments it
+records match (``build_args``); it also records the tokenizer's fingerprint.
 """
 from __future__ import annotations
 
@@ -88,15 +89,21 @@ class BuildSummary:
     prefix: str = ""
     variant: int = 0
     merged_from: list[str] | None = None
+    #: :func:`~megatron_spirit.tokenizer.tokenizer.fingerprint` of the tokenizer (None: built before fingerprints).
+    tokenizer_fingerprint: str | None = None
+    #: The arguments that shape the output (see :func:`~.build.shaping_args`): a re-run resumes only if they match.
+    build_args: dict | None = None
     #: What the build wrote (every variant's prefix), and whether it found them finished and did nothing.
     prefixes: list[str] = _local(factory=list)
     skipped: bool = _local(False)
+    #: What the caller should tell the user (e.g. inputs that predate tokenizer fingerprints).
+    warnings: list[str] = _local(factory=list)
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
 
     def to_json(self) -> dict:
-        optional = ("tokens_per_s", "merged_from")
+        optional = ("tokens_per_s", "merged_from", "tokenizer_fingerprint", "build_args")
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.metadata.get("file", True) and not (f.name in optional and getattr(self, f.name) is None)}
 
@@ -123,7 +130,7 @@ COUNTS = ("documents", "tokens", "text_tokens", "speech_tokens", "speech_seconds
 
 def merged(summaries: Sequence[BuildSummary], out: str, inputs: Sequence[str], rejects_file: str) -> BuildSummary:
     """The summary of ``inputs`` concatenated into ``out``: counts, reasons and histograms summed, settings of the
-    first."""
+    first (the caller checked they share one tokenizer); no fingerprint when any input lacks one."""
     reasons: collections.Counter = collections.Counter()
     for s in summaries:
         reasons.update(s.rejects_by_reason)
@@ -134,4 +141,7 @@ def merged(summaries: Sequence[BuildSummary], out: str, inputs: Sequence[str], r
         summaries[0], **{k: sum(getattr(s, k) for s in summaries) for k in COUNTS},
         rejects_by_reason=dict(sorted(reasons.items())), span_words_hist=hist, prefix=out, shard=None,
         merged_from=list(inputs), rejects_file=rejects_file, elapsed_s=sum(s.elapsed_s for s in summaries),
-        tokens_per_s=None, prefixes=[out], skipped=False)
+        tokens_per_s=None, prefixes=[out], skipped=False,
+        tokenizer_fingerprint=None if any(s.tokenizer_fingerprint is None for s in summaries)
+        else summaries[0].tokenizer_fingerprint,
+        build_args=None if summaries[0].build_args is None else {**summaries[0].build_args, "shard": None})

@@ -31,6 +31,20 @@ def frame_span(i, rate: float):
     return i / rate, (i + 1) / rate
 
 
+def _integers(values, what: str) -> np.ndarray:
+    """``values`` as int64, refusing a fractional value (``np.asarray(..., int64)`` would truncate ``3.7`` to 3)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return values.astype(np.int64, copy=False).reshape(-1)
+    arr = np.asarray(values).reshape(-1)
+    if arr.size and arr.dtype.kind not in "iuf":
+        raise ValueError(f"{what} values are not integers ({arr.dtype})")
+    if arr.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
+        if bad.size:
+            raise ValueError(f"{what} {arr[bad[0]].item()!r} (position {int(bad[0])}) is not an integer")
+    return arr.astype(np.int64)
+
+
 @dataclass(frozen=True)
 class StreamUnits:
     """One stream of one utterance: kept units, the frame each starts at, the stream's frame count and rate."""
@@ -74,12 +88,14 @@ class StreamUnits:
     @classmethod
     def from_json(cls, d: dict, where: str = "") -> "StreamUnits":
         try:
-            units = np.asarray(d["units"], dtype=np.int64).reshape(-1)
-            starts = np.asarray(d.get("starts", range(len(units))), dtype=np.int64).reshape(-1)
+            units = _integers(d["units"], f"{where}: unit")
+            starts = _integers(d.get("starts", range(len(units))), f"{where}: start frame")
             frames = int(d.get("frames", len(units)))
             rate = float(d["rate"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError) as e:
             raise ValueError(f"{where}: malformed stream record ({e})") from e
+        except ValueError as e:
+            raise ValueError(str(e) if "not an integer" in str(e) else f"{where}: malformed stream record ({e})") from e
         if len(starts) != len(units):
             raise ValueError(f"{where}: {len(units)} units but {len(starts)} start frames")
         if len(starts) and (np.any(np.diff(starts) <= 0) or starts[0] < 0 or starts[-1] >= frames):

@@ -9,6 +9,7 @@ strings (no space before a marker).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from functools import cached_property
@@ -20,6 +21,20 @@ import sentencepiece as spm
 
 from .files import SPIRIT_META, TOKENIZER_MODEL
 from .vocab import SPECIAL_TOKEN_RE, TEXT_MARKER, SpiritVocab, check_flavor, new_tokens
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """What identifies a tokenizer folder's ids: a hash of ``tokenizer.model``'s bytes and of the SpiRit
+    metadata (its flavor and sizes). Datasets record it; merging, mixing and training refuse a mismatch."""
+    path = Path(path)
+    model_file = path / TOKENIZER_MODEL if path.is_dir() else path
+    if not model_file.is_file():
+        raise FileNotFoundError(f"no {TOKENIZER_MODEL} at {path}")
+    h = hashlib.sha256(model_file.read_bytes())
+    meta_file = model_file.parent / SPIRIT_META
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    return "sha256:" + h.hexdigest()[:16]
 
 
 class SpiritTokenizer:
@@ -43,6 +58,11 @@ class SpiritTokenizer:
                 f"{model_file} has {self.sp.get_piece_size()} pieces, expected {self.vocab.full_size} "
                 f"({text_id} base + the SpiRit pieces)"
             )
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """:func:`fingerprint` of the folder (whatever ``flavor`` this object was opened with)."""
+        return fingerprint(self.path)
 
     # Sizes and special ids -------------------------------------------------------------------------------
     @property

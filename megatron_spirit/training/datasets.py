@@ -11,6 +11,7 @@ is checked first and an empty one is a clear error.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,8 +19,10 @@ import numpy as np
 
 from megatron.core.datasets.megatron_tokenizer import MegatronLegacyTokenizer
 
+from ..data.check import DatasetError, check_datasets
 from ..data.mixture import FORMAT, Blend, load_blend
-from ..tokenizer.tokenizer import SpiritTokenizer
+from ..tokenizer.files import TOKENIZER_MODEL
+from ..tokenizer.tokenizer import SpiritTokenizer, fingerprint
 from .config import DataConfig
 
 
@@ -37,6 +40,24 @@ def data_blend(cfg: DataConfig) -> Blend:
         parts = item.split()
         pairs.append([float(parts[0]), parts[1]] if len(parts) == 2 else [1.0, parts[0]])
     return load_blend({"format": FORMAT, "blend": pairs, "split": cfg.split})
+
+
+def check_training_data(cfg: DataConfig) -> list[str]:
+    """What ``spirit-train`` checks before any process group: the tokenizer folder, the blend, and every dataset of
+    it whole and built with this tokenizer. Raises naming the file; returns warnings (datasets that predate
+    fingerprints)."""
+    if not (Path(cfg.tokenizer) / TOKENIZER_MODEL).is_file() and not Path(cfg.tokenizer).is_file():
+        raise FileNotFoundError(f"data.tokenizer: no {TOKENIZER_MODEL} in {cfg.tokenizer} (a folder written by "
+                                f"spirit-make-tokenizer)")
+    return check_blend(data_blend(cfg), fingerprint(cfg.tokenizer), cfg.tokenizer)
+
+
+def check_blend(blend: Blend, fp: str, tokenizer: str) -> list[str]:
+    """Every dataset of ``blend`` whole and of the tokenizer with fingerprint ``fp``; returns warnings."""
+    try:
+        return check_datasets(blend.prefixes(), fp, tokenizer)[1]
+    except DatasetError as e:
+        raise DatasetError(f"training data: {e}") from e
 
 
 class SpiritMegatronTokenizer(MegatronLegacyTokenizer):
@@ -149,6 +170,8 @@ def build_gpt_datasets(
     if len(samples) != 3:
         raise ValueError(f"samples must give train, valid, test counts, got {samples!r}")
     mtok = tokenizer if isinstance(tokenizer, SpiritMegatronTokenizer) else SpiritMegatronTokenizer(tokenizer)
+    for w in check_blend(b, mtok.spirit.fingerprint, str(mtok.spirit.path)):
+        warnings.warn(w, stacklevel=2)
     config = GPTDatasetConfig(
         random_seed=seed,
         sequence_length=sequence_length,

@@ -226,7 +226,7 @@ def test_bad_input_rejected_with_reasons(tmp_path, corpus, tok_dir):
     tok = SpiritTokenizer(tok_dir)
     # Inline words win; the CTM adds only the ghost (missing units record).
     s = build_dataset([path], str(tmp_path / "il"), tok_dir, SequenceConfig("interleaved"), alignments=str(ctm),
-                      progress=False)
+                      progress=False, max_reject_fraction=1.0)  # mostly bad on purpose
     rejects = [json.loads(x) for x in Path(s["rejects_file"]).read_text().splitlines()]
     got = {(r["id"], r["line"], r["reason"]) for r in rejects}
     assert got == {
@@ -253,7 +253,8 @@ def test_bad_text_rejected(tmp_path, tok_dir):
     path = tmp_path / "t.jsonl"
     path.write_bytes(b'{"text": "Fine text."}\n{"text": "   "}\n{"body": "x"}\n{"text": "a [Hu3] b"}\n'
                      b'{"text": "ok \xff"}\n\n{"text": "More."}\n')
-    s = build_dataset([str(path)], str(tmp_path / "t"), tok_dir, SequenceConfig("text"), progress=False)
+    s = build_dataset([str(path)], str(tmp_path / "t"), tok_dir, SequenceConfig("text"), progress=False,
+                      max_reject_fraction=1.0)
     reasons = [(r["line"], r["reason"]) for r in map(json.loads, Path(s["rejects_file"]).read_text().splitlines())]
     assert reasons == [(2, "empty_text"), (3, "missing_text"), (4, "markup_in_text"), (5, "invalid_utf8")]
     assert read_back(str(tmp_path / "t"), SpiritTokenizer(tok_dir)) == ["[Text]Fine text.", "[Text]More."]

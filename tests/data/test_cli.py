@@ -24,8 +24,11 @@ def test_build_stats_and_errors(tmp_path, tok_dir, capsys):
                 "--variants", "2", "--text-span", "3,5", "--speech-span", "2,3", "--no-progress"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert cli(["build", "--kind", "interleaved", "--input", manifest, "--tokenizer", tok_dir, "--out", str(out),
-                "--variants", "2", "--no-progress"]) == 0
+                "--variants", "2", "--text-span", "3,5", "--speech-span", "2,3", "--no-progress"]) == 0
     assert "already complete, skipped" in capsys.readouterr().out
+    assert cli(["build", "--kind", "interleaved", "--input", manifest, "--tokenizer", tok_dir, "--out", str(out),
+                "--variants", "2", "--no-progress"]) == 2  # other spans: refused, not "skipped"
+    assert "--text-span/--speech-span (was" in capsys.readouterr().err
     assert cli(["build", "--kind", "speech", "--input", manifest, "--tokenizer", tok_dir,
                 "--out", str(tmp_path / "d" / "speech"), "--flavor", "base", "--no-progress"]) == 0
     stats_json = tmp_path / "stats.json"

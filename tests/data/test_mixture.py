@@ -19,6 +19,7 @@ from megatron_spirit.data.mixture import (
 )
 from megatron_spirit.data.sequences import SequenceConfig
 from megatron_spirit.data.build import build_dataset
+from megatron_spirit.data.sink import DatasetSink
 from megatron_spirit.synth.text import documents
 
 from .corpus import make_corpus, write_jsonl
@@ -120,10 +121,9 @@ def test_yaml_blend_and_cache_under_torch_distributed(built, tmp_path):
 
 def test_empty_split_is_an_error_not_a_hang(built, tmp_path):
     d, tok = built
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": ""}\n')
-    s = build_dataset([str(bad)], str(tmp_path / "empty"), tok, SequenceConfig("text"), progress=False)
-    assert s["documents"] == 0  # a complete, empty dataset
+    sink = DatasetSink([str(tmp_path / "empty")], np.uint16)  # a complete, empty dataset (a build refuses one)
+    sink.finalize()
+    sink.commit()
     per_split = {"format": "megatron_spirit.blend/1",
                  "blend_per_split": {"train": [[1.0, str(d / "speech")]], "valid": [[1.0, str(tmp_path / "empty")]]}}
     with pytest.raises(ValueError, match=r"empty \(valid split\) has 0 documents"):
