@@ -75,8 +75,15 @@ def parser() -> argparse.ArgumentParser:
                        + ". --data names each benchmark's folder (a 'spirit-eval units' output, or for text "
                        "tasks the released folder): swuggy, sblimp, ssc/tsc (S), cm-ssc/cm-tsc (T, T2S, S2T).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--model", required=True, help="exported Hugging Face model folder")
-    s.add_argument("--tokenizer", help="SpiRit tokenizer folder (default: the model folder)")
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="exported Hugging Face model folder")
+    which.add_argument("--megatron", metavar="CKPT",
+                       help="megatron-core checkpoint (or training folder: its newest); run under torchrun, "
+                       "world = tp × pp × data-parallel replicas (items are split over the replicas)")
+    s.add_argument("--tp", type=int, default=1, help="tensor parallelism for --megatron")
+    s.add_argument("--pp", type=int, default=1, help="pipeline parallelism for --megatron")
+    s.add_argument("--tokenizer", help="SpiRit tokenizer folder (default: the model folder, or the checkpoint's "
+                   "tokenizer/ copy)")
     s.add_argument("--tasks", required=True, help="comma-separated TASK:MODALITY list")
     s.add_argument("--data", action="append", default=[], metavar="BENCH=DIR", help="a benchmark's folder")
     s.add_argument("--out", required=True, help="output folder")
@@ -123,6 +130,49 @@ def _data(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _score_megatron(args, cfg, data) -> int:
+    """``score --megatron``: every rank builds its part of the model, scores its share, rank 0 writes."""
+    from pathlib import Path
+
+    import torch
+
+    from ..checkpoint.folder import resolve
+    from ..checkpoint.info import find_tokenizer
+    from ..evaluation.megatron import MegatronLogits, load_megatron_model
+    from ..evaluation.run import evaluate
+    from ..model.config import ParallelConfig
+    from ..parallel import cpu
+    from ..parallel.runtime import destroy_model_parallel, init_distributed, init_model_parallel, read_env, teardown
+    from ..tokenizer.tokenizer import SpiritTokenizer
+
+    if args.dtype != "float32" and not torch.cuda.is_available():
+        raise ValueError("--megatron on CPU runs fp32 only (--dtype float32)")
+    pcfg = ParallelConfig(tp=args.tp, pp=args.pp)
+    pcfg.data_parallel_size(read_env().world_size)  # a clear error before any process group
+    ckpt = resolve(args.megatron)
+    tok = SpiritTokenizer(find_tokenizer(ckpt, args.tokenizer))
+    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[args.dtype]
+    with cpu.compat():
+        ours = not torch.distributed.is_initialized()  # a caller's process group (tests, a launcher) stays up
+        env = init_distributed()
+        try:
+            init_model_parallel(pcfg)
+            chunks, rows, folder, _ = load_megatron_model(ckpt, args.tp, args.pp, dtype)
+            fn = MegatronLogits(chunks, min(rows, tok.vocab.export_size))
+            first = env.rank == 0
+            evaluate(args.tasks, data, fn, fn.vocab_rows, tok, args.out if first else None, cfg, str(folder),
+                     args.label or Path(folder).name, args.units_fingerprint,
+                     "cuda" if torch.cuda.is_available() else "cpu", log=print if first else lambda *a: None)
+        finally:
+            if ours:
+                teardown()
+            else:
+                destroy_model_parallel()
+    if first:
+        print(f"wrote {args.out}/results.json, table.md, items/*.jsonl")
+    return 0
+
+
 def _run(args) -> int:
     if args.cmd == "units":
         from ..evaluation.benchmarks import read_benchmark
@@ -149,7 +199,6 @@ def _run(args) -> int:
         from ..evaluation.scoring import PackingConfig
         from ..tokenizer.tokenizer import SpiritTokenizer
 
-        tok = SpiritTokenizer(args.tokenizer or args.model)
         cfg = EvalConfig(
             PromptConfig(bos=not args.no_bos, switch_marker=args.switch_marker, softmax=args.softmax,
                          normalise_text=args.normalise_text, flavor=args.flavor),
@@ -157,6 +206,9 @@ def _run(args) -> int:
                           row_tokens=args.row_tokens, batch_tokens=args.batch_tokens),
             args.story_speech, args.split)
         data = _data(args.data)
+        if args.megatron:
+            return _score_megatron(args, cfg, data)
+        tok = SpiritTokenizer(args.tokenizer or args.model)
         model = load_hf_model(args.model, args.device, args.dtype)
         fn = HFLogits(model)
         evaluate(args.tasks, data, fn, fn.vocab_rows, tok, args.out, cfg, os.path.abspath(args.model), args.label,
