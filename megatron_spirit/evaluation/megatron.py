@@ -66,6 +66,16 @@ def rope_at(chunks: list, positions: torch.Tensor):
             del rope.forward  # back to the class's method
 
 
+def honours_mask(chunks: list) -> bool:
+    """Whether the chunks' core attention applies an explicit mask (the local specs' do; TE's causal one not)."""
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+
+    for chunk in chunks:
+        for layer in unwrap(chunk).decoder.layers:
+            return isinstance(layer.self_attention.core_attention, DotProductAttention)
+    return True
+
+
 class MegatronLogits:
     """Next-token logits of selected positions of packed rows, from this rank's GPTModel chunks.
 

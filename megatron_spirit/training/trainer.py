@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -24,6 +25,7 @@ import torch.distributed as dist
 from ..checkpoint.folder import CheckpointDir
 from ..utils.config_io import dump_yaml
 from .config import TrainConfig
+from .evaluators import Evaluator, run_evaluators
 from .signals import REQUEUE_EXIT_CODE, StopRequest
 
 
@@ -40,8 +42,9 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, evaluators: Sequence[Evaluator] = ()):
         self.cfg = cfg
+        self.evaluators = list(evaluators)  # run on the live model when due (evaluators.py)
 
     # ---------------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -261,6 +264,7 @@ class Trainer:
                 t_last, steps_since = now, 0
             if cfg.schedule.eval_interval and self.step % cfg.schedule.eval_interval == 0:
                 self.evaluate()
+            run_evaluators(self.evaluators, self.model, self.step, metrics)
             want_save = cfg.checkpoint.save_interval and self.step % cfg.checkpoint.save_interval == 0
             stopping = stop.agreed()
             if want_save or stopping:
@@ -338,11 +342,11 @@ def _rss() -> int:
         return 0
 
 
-def run(cfg: TrainConfig) -> int:
+def run(cfg: TrainConfig, evaluators: Sequence[Evaluator] = ()) -> int:
     """Set up, train, tear down; the process exit code (REQUEUE_EXIT_CODE after a signal-triggered save)."""
     from ..parallel.runtime import teardown
 
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, evaluators)
     try:
         trainer.setup()
         result = trainer.train()
