@@ -7,7 +7,7 @@ import pytest
 from megatron_spirit.cli.eval import main
 from megatron_spirit.parallel.launch import run_ranks
 
-from . import layouts
+from megatron_spirit.evaluation import layouts
 from .conftest import tiny_llama
 
 TOL = 1e-4

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from megatron_spirit.parallel.launch import run_command
-from tests.evaluation import layouts
+from megatron_spirit.evaluation import layouts
 
 from .launch import run_train
 
