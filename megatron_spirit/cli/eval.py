@@ -21,6 +21,8 @@ log-probability given the context (log-softmax over the full vocabulary), summed
      (text-only tasks may point --data at the released folder itself)
   3. spirit-eval table results/run1 results/run2 --out results/compare
   spirit-eval mmlu --model HF_DIR --data mmlu/data --shots 5 --out results/mmlu   (local csv files)
+  spirit-eval score --megatron CKPT --tp 2 --pp 2 ...   (under torchrun: a megatron-core checkpoint directly)
+  spirit-eval fewshot asr|tts|ic --model HF_DIR --data units/librispeech --out results/asr   (Appendix B)
 
 Prompts: <s> then [Text]/[Speech] wherever the modality changes: <s>[Speech]units, <s>[Text]word,
 <s>[Text]context[Speech]ending-units, <s>[Speech]context-units[Text]ending.
@@ -64,7 +66,9 @@ def parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     u.add_argument("--bench", required=True, choices=BENCHMARKS,
                    help="swuggy/sblimp: ZeroSpeech lexical/syntactic; ssc/tsc: slamkit '<int>_…wav' pairs; "
-                   "cm-ssc/cm-tsc: cross-modal *_mutual/_correct/_incorrect files")
+                   "cm-ssc/cm-tsc: cross-modal *_mutual/_correct/_incorrect files; librispeech: "
+                   "SPEAKER/CHAPTER/*.trans.txt + flac/wav (fewshot asr, tts); intents: wavs + labels.csv "
+                   "(fewshot ic)")
     u.add_argument("--root", required=True, help="the benchmark's released folder")
     u.add_argument("--split", default="dev", help="ZeroSpeech split (dev or test)")
     u.add_argument("--out", required=True, help="output folder")
@@ -111,6 +115,25 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     m.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     m.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per forward")
+
+    f = sub.add_parser("fewshot", help="few-shot ASR (WER), TTS (units) or intent classification (exact match)",
+                       description="The paper's Appendix B prompts (docs/spec.md §5), greedy generation in the "
+                       "target modality. --data: the 'spirit-eval units' output of a LibriSpeech-layout folder "
+                       "(--bench librispeech; asr, tts) or of an intents folder (--bench intents: wavs + "
+                       "labels.csv with filename,label; ic). tts writes the generated units: the paper's CER "
+                       "needs a unit vocoder and an ASR model, not shipped here.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    f.add_argument("task", choices=("asr", "tts", "ic"))
+    f.add_argument("--model", required=True, help="exported Hugging Face model folder")
+    f.add_argument("--tokenizer", help="SpiRit tokenizer folder (default: the model folder)")
+    f.add_argument("--data", required=True, help="units folder of the set (spirit-eval units output)")
+    f.add_argument("--shots", type=int, default=None, help="shots per item (default: the paper's, 10 / 10 / 30)")
+    f.add_argument("--max-items", type=int, default=None, help="score only the first N utterances (by id)")
+    f.add_argument("--max-new-tokens", type=int, default=None, help="generation length (default 128/256/8)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the shots' draw")
+    f.add_argument("--out", required=True, help="output folder")
+    f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    f.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
 
     t = sub.add_parser("table", help="tables (Markdown, CSV) and a PNG comparing results.json files",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -228,6 +251,22 @@ def _run(args) -> int:
                           PackingConfig(batch_tokens=args.batch_tokens),
                           args.max_tokens, os.path.abspath(args.model), args.label, args.device)
         print(f"wrote {args.out}/results.json, table.md, items/mmlu.jsonl")
+        return 0
+    if args.cmd == "fewshot":
+        from ..evaluation.fewshot import run_fewshot
+        from ..evaluation.hf import load_hf_model
+        from ..evaluation.tasks import load_bench_data
+        from ..tokenizer.tokenizer import SpiritTokenizer
+
+        want = "intents" if args.task == "ic" else "librispeech"
+        bd = load_bench_data(want, args.data)
+        if bd.units is None:
+            raise ValueError(f"{args.data}: not a units folder: run 'spirit-eval units --bench {want}' on it first")
+        tok = SpiritTokenizer(args.tokenizer or args.model)
+        model = load_hf_model(args.model, args.device, args.dtype)
+        run_fewshot(args.task, model, tok, bd.bench.labels, bd.units, bd.flavor, args.out, args.shots,
+                    args.max_items, args.max_new_tokens, args.seed, args.device, os.path.abspath(args.model))
+        print(f"wrote {args.out}/results.json, items/{args.task}.jsonl")
         return 0
     if args.cmd == "table":
         from ..evaluation.report import load_results, markdown, write_tables
