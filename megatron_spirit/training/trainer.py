@@ -204,18 +204,7 @@ class Trainer:
         return loss, grad_norm, False
 
     def _reduce_loss(self, results) -> float:
-        """Global-batch per-token loss, known on every rank (a non-finite one must skip everywhere)."""
-        from megatron.core import parallel_state
-
-        t = torch.zeros(2, dtype=torch.float64)
-        if self.pp_last:
-            for r in results:
-                t += r["lm loss"].double().cpu()
-        if torch.cuda.is_available():
-            t = t.cuda()
-        dist.all_reduce(t, group=parallel_state.get_data_parallel_group())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=parallel_state.get_pipeline_model_parallel_group())
-        return float(t[0] / max(t[1], 1.0))
+        return global_loss(results, self.pp_last)
 
     # ----------------------------------------------------------------------------------------------- loop
     def train(self) -> TrainResult:
@@ -331,6 +320,22 @@ class Trainer:
         val = sum(total) / max(len(total), 1)
         log0(f"step {self.step}: validation loss {val:.4f} (ppl {math.exp(min(val, 50)):.2f})")
         return val
+
+
+def global_loss(results, pp_last: bool) -> float:
+    """Global-batch per-token loss of a schedule's results, known on every rank (a non-finite one must skip
+    everywhere); ``pp_last``: this rank is on the last pipeline stage (the one with losses)."""
+    from megatron.core import parallel_state
+
+    t = torch.zeros(2, dtype=torch.float64)
+    if pp_last:
+        for r in results:
+            t += r["lm loss"].double().cpu()
+    if torch.cuda.is_available():
+        t = t.cuda()
+    dist.all_reduce(t, group=parallel_state.get_data_parallel_group())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=parallel_state.get_pipeline_model_parallel_group())
+    return float(t[0] / max(t[1], 1.0))
 
 
 def _rss() -> int:

@@ -13,12 +13,12 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from ..data.mixture import Blend, load_blend
-from .batches import _FIELDS
+from .batches import micro_batches
 from .config import TrainConfig
 from .datasets import build_gpt_datasets, data_blend
+from .trainer import Trainer, global_loss
 
 
 def validation_subsets(cfg: TrainConfig) -> dict[str, Blend]:
@@ -41,8 +41,6 @@ def validation_subsets(cfg: TrainConfig) -> dict[str, Blend]:
 
 
 def _forward_step(data_iterator, model):
-    from .trainer import Trainer
-
     batch = next(data_iterator)
     output = model(batch["tokens"], batch["position_ids"], batch["attention_mask"], labels=batch["labels"])
     return output, partial(Trainer._loss, batch["loss_mask"])
@@ -81,20 +79,8 @@ class SubsetValidation:
             if valid is not None:
                 self.datasets[name] = valid
 
-    def _batches(self, dataset, first: int):
-        m = self.cfg.schedule.micro_batch_size
-        for j in range(self.num_micro):
-            start = first + j * m * self.dp + self.dp_rank * m
-            samples = [dataset[i] for i in range(start, start + m)]
-            batch = {k: torch.stack([s[k] for s in samples]) for k in _FIELDS if k in samples[0]}
-            batch.setdefault("attention_mask", None)
-            if torch.cuda.is_available():
-                batch = {k: (v.cuda(non_blocking=True) if v is not None else None) for k, v in batch.items()}
-            yield batch
-
     @torch.no_grad()
     def __call__(self, model: list, step: int) -> dict[str, float]:
-        from megatron.core import parallel_state as ps
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         if self.datasets is None:
@@ -105,22 +91,17 @@ class SubsetValidation:
         out = {}
         try:
             for name, dataset in self.datasets.items():
-                t = torch.zeros(2, dtype=torch.float64)
+                losses = []
                 for k in range(s.eval_steps):
-                    iters = [self._batches(dataset, k * s.global_batch_size) for _ in model]
+                    batches = [micro_batches(dataset, k * s.global_batch_size, self.num_micro, s.micro_batch_size,
+                                             self.dp_rank, self.dp) for _ in model]
                     results = get_forward_backward_func()(
-                        forward_step_func=_forward_step, data_iterator=iters if len(model) > 1 else iters[0],
+                        forward_step_func=_forward_step, data_iterator=batches if len(model) > 1 else batches[0],
                         model=model if len(model) > 1 else model[0], num_microbatches=self.num_micro,
                         seq_length=self.cfg.model_config.seq_length, micro_batch_size=s.micro_batch_size,
                         forward_only=True)
-                    if self.last:
-                        for r in results:
-                            t += r["lm loss"].double().cpu()
-                if torch.cuda.is_available():
-                    t = t.cuda()
-                dist.all_reduce(t, group=ps.get_data_parallel_group())
-                dist.all_reduce(t, op=dist.ReduceOp.MAX, group=ps.get_pipeline_model_parallel_group())
-                out[name] = float(t[0] / max(float(t[1]), 1.0))
+                    losses.append(global_loss(results, self.last))
+                out[name] = sum(losses) / len(losses)
         finally:
             for m in model:
                 m.train()
