@@ -233,17 +233,64 @@ def generate(folder: Path, ctx: dict) -> dict:
             "text_prompt": text_prompt, "text_continuation": text}
 
 
-@stage("10_report")
+@stage("10_eval")
+def evaluation(folder: Path, ctx: dict) -> dict:
+    """spirit-eval on toy benchmarks in the released layouts, made from the demo's own vocabulary: corpus words vs
+    one-vowel-changed non-words (sWUGGY-style), sentences vs two swapped words (sBLIMP-style), two-sentence
+    stories with a fitting or a scrambled ending (cross-modal StoryCloze files); espeak speaks them. The
+    converted base model (before training, scored through megatron-core) and the trained export, side by side."""
+    from megatron_spirit.evaluation import layouts
+    from megatron_spirit.synth.espeak import synthesize
+    from megatron_spirit.synth.minimal_pairs import sentence_pairs, stories, word_pairs
+
+    def speak(text, voice="v1"):
+        return synthesize(text, "en-us" if voice == "v1" else "en-us+f3").audio
+
+    texts = [json.loads(line)["text"] for line in open(ctx["text_corpus"])]
+    words = word_pairs(texts, 40, seed=1)
+    layouts.lexical(folder / "zr", [(f"w{i}", w, nw, 1) for i, (w, nw) in enumerate(words)], audio=speak)
+    layouts.syntactic(folder / "zr", [(f"s{i}", "order", "swap", g, b)
+                                      for i, (g, b) in enumerate(sentence_pairs(20, seed=2))], voices=("v1",))
+    layouts.cross_modal(folder / "cm", [(str(i), c, g, b) for i, (c, g, b) in enumerate(stories(12, seed=3))],
+                        audio=speak)
+    units_dir = Path(ctx["hubert_model"]).parent
+    speech = ["--hubert-model", ctx["hubert_model"], "--kmeans", str(units_dir / "hubert_kmeans"), "--pitch",
+              str(units_dir / "pitch_vqvae"), "--style", str(units_dir / "style_kmeans"), "--flavor", "expressive",
+              "--device", "cpu"]
+    for bench, root in (("swuggy", folder / "zr" / "lexical"), ("cm-tsc", folder / "cm")):
+        cli("megatron_spirit.cli.eval", "units", "--bench", bench, "--root", str(root), "--out",
+            str(folder / "units" / bench), *speech)
+    tasks = ["--tasks", "swuggy:T,swuggy:S,sblimp:T,tsc:T,tsc:T2S,tsc:S2T", "--data",
+             f"swuggy={folder / 'units' / 'swuggy'}", "--data", f"sblimp={folder / 'zr' / 'syntactic'}",
+             "--data", f"cm-tsc={folder / 'units' / 'cm-tsc'}"]
+    cli("megatron_spirit.cli.eval", "score", "--megatron", ctx["megatron_base"], "--label", "base (untrained)",
+        *tasks, "--out", str(folder / "base"))
+    cli("megatron_spirit.cli.eval", "score", "--model", ctx["hf_model"], "--label", "demo (200 steps)", *tasks,
+        "--out", str(folder / "trained"))
+    table = cli("megatron_spirit.cli.eval", "table", str(folder / "base"), str(folder / "trained"),
+                "--no-reference", "--out", str(folder / "table"))
+    print("\n".join("    " + line for line in table.strip().splitlines()))
+    acc = {name: round(100 * entry["normalised"]["accuracy"], 1) for name, entry in
+           json.loads((folder / "trained" / "results.json").read_text())["tasks"].items()}
+    base = json.loads((folder / "base" / "results.json").read_text())["tasks"]["swuggy:T"]
+    return {"table": str(folder / "table" / "table.md"), "accuracy (normalised, %)": acc,
+            "swuggy:T before training": round(100 * base["normalised"]["accuracy"], 1),
+            "swuggy:T pairs": len(words)}
+
+
+@stage("11_report")
 def report(folder: Path, ctx: dict) -> dict:
     return {"data statistics plot": ctx.get("stats_plot"), "loss curve": ctx.get("loss_curve"),
-            "exported model": ctx.get("hf_model"), "training": f"{ctx.get('first')}  →  {ctx.get('last')}"}
+            "exported model": ctx.get("hf_model"), "training": f"{ctx.get('first')}  →  {ctx.get('last')}",
+            "comprehension table": ctx.get("table")}
 
 
 MODEL = "tiny"
 SEQ = 128
 GLOBAL_BATCH = 8
 TRAIN_STEPS = 200
-STAGES = [text_corpus, tokenizer, speech_corpus, units, datasets, base_model, train, export, generate, report]
+STAGES = [text_corpus, tokenizer, speech_corpus, units, datasets, base_model, train, export, generate, evaluation,
+          report]
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,8 @@ log-probability given the context (log-softmax over the full vocabulary), summed
      (text-only tasks may point --data at the released folder itself)
   3. spirit-eval table results/run1 results/run2 --out results/compare
   spirit-eval mmlu --model HF_DIR --data mmlu/data --shots 5 --out results/mmlu   (local csv files)
+  spirit-eval score --megatron CKPT --tp 2 --pp 2 ...   (under torchrun: a megatron-core checkpoint directly)
+  spirit-eval fewshot asr|tts|ic --model HF_DIR --data units/librispeech --out results/asr   (Appendix B)
 
 Prompts: <s> then [Text]/[Speech] wherever the modality changes: <s>[Speech]units, <s>[Text]word,
 <s>[Text]context[Speech]ending-units, <s>[Speech]context-units[Text]ending.
@@ -64,7 +66,9 @@ def parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     u.add_argument("--bench", required=True, choices=BENCHMARKS,
                    help="swuggy/sblimp: ZeroSpeech lexical/syntactic; ssc/tsc: slamkit '<int>_…wav' pairs; "
-                   "cm-ssc/cm-tsc: cross-modal *_mutual/_correct/_incorrect files")
+                   "cm-ssc/cm-tsc: cross-modal *_mutual/_correct/_incorrect files; librispeech: "
+                   "SPEAKER/CHAPTER/*.trans.txt + flac/wav (fewshot asr, tts); intents: wavs + labels.csv "
+                   "(fewshot ic)")
     u.add_argument("--root", required=True, help="the benchmark's released folder")
     u.add_argument("--split", default="dev", help="ZeroSpeech split (dev or test)")
     u.add_argument("--out", required=True, help="output folder")
@@ -75,8 +79,15 @@ def parser() -> argparse.ArgumentParser:
                        + ". --data names each benchmark's folder (a 'spirit-eval units' output, or for text "
                        "tasks the released folder): swuggy, sblimp, ssc/tsc (S), cm-ssc/cm-tsc (T, T2S, S2T).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--model", required=True, help="exported Hugging Face model folder")
-    s.add_argument("--tokenizer", help="SpiRit tokenizer folder (default: the model folder)")
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="exported Hugging Face model folder")
+    which.add_argument("--megatron", metavar="CKPT",
+                       help="megatron-core checkpoint (or training folder: its newest); run under torchrun, "
+                       "world = tp × pp × data-parallel replicas (items are split over the replicas)")
+    s.add_argument("--tp", type=int, default=1, help="tensor parallelism for --megatron")
+    s.add_argument("--pp", type=int, default=1, help="pipeline parallelism for --megatron")
+    s.add_argument("--tokenizer", help="SpiRit tokenizer folder (default: the model folder, or the checkpoint's "
+                   "tokenizer/ copy)")
     s.add_argument("--tasks", required=True, help="comma-separated TASK:MODALITY list")
     s.add_argument("--data", action="append", default=[], metavar="BENCH=DIR", help="a benchmark's folder")
     s.add_argument("--out", required=True, help="output folder")
@@ -105,6 +116,25 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     m.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per forward")
 
+    f = sub.add_parser("fewshot", help="few-shot ASR (WER), TTS (units) or intent classification (exact match)",
+                       description="The paper's Appendix B prompts (docs/spec.md §5), greedy generation in the "
+                       "target modality. --data: the 'spirit-eval units' output of a LibriSpeech-layout folder "
+                       "(--bench librispeech; asr, tts) or of an intents folder (--bench intents: wavs + "
+                       "labels.csv with filename,label; ic). tts writes the generated units: the paper's CER "
+                       "needs a unit vocoder and an ASR model, not shipped here.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    f.add_argument("task", choices=("asr", "tts", "ic"))
+    f.add_argument("--model", required=True, help="exported Hugging Face model folder")
+    f.add_argument("--tokenizer", help="SpiRit tokenizer folder (default: the model folder)")
+    f.add_argument("--data", required=True, help="units folder of the set (spirit-eval units output)")
+    f.add_argument("--shots", type=int, default=None, help="shots per item (default: the paper's, 10 / 10 / 30)")
+    f.add_argument("--max-items", type=int, default=None, help="score only the first N utterances (by id)")
+    f.add_argument("--max-new-tokens", type=int, default=None, help="generation length (default 128/256/8)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the shots' draw")
+    f.add_argument("--out", required=True, help="output folder")
+    f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    f.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+
     t = sub.add_parser("table", help="tables (Markdown, CSV) and a PNG comparing results.json files",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("results", nargs="+", help="results.json files or the folders holding them")
@@ -121,6 +151,49 @@ def _data(pairs: list[str]) -> dict[str, str]:
             raise ValueError(f"--data wants BENCH=DIR, got {p!r}")
         out[name] = path
     return out
+
+
+def _score_megatron(args, cfg, data) -> int:
+    """``score --megatron``: every rank builds its part of the model, scores its share, rank 0 writes."""
+    from pathlib import Path
+
+    import torch
+
+    from ..checkpoint.folder import resolve
+    from ..checkpoint.info import find_tokenizer
+    from ..evaluation.megatron import MegatronLogits, load_megatron_model
+    from ..evaluation.run import evaluate
+    from ..model.config import ParallelConfig
+    from ..parallel import cpu
+    from ..parallel.runtime import destroy_model_parallel, init_distributed, init_model_parallel, read_env, teardown
+    from ..tokenizer.tokenizer import SpiritTokenizer
+
+    if args.dtype != "float32" and not torch.cuda.is_available():
+        raise ValueError("--megatron on CPU runs fp32 only (--dtype float32)")
+    pcfg = ParallelConfig(tp=args.tp, pp=args.pp)
+    pcfg.data_parallel_size(read_env().world_size)  # a clear error before any process group
+    ckpt = resolve(args.megatron)
+    tok = SpiritTokenizer(find_tokenizer(ckpt, args.tokenizer))
+    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[args.dtype]
+    with cpu.compat():
+        ours = not torch.distributed.is_initialized()  # a caller's process group (tests, a launcher) stays up
+        env = init_distributed()
+        try:
+            init_model_parallel(pcfg)
+            chunks, rows, folder, _ = load_megatron_model(ckpt, args.tp, args.pp, dtype)
+            fn = MegatronLogits(chunks, min(rows, tok.vocab.export_size))
+            first = env.rank == 0
+            evaluate(args.tasks, data, fn, fn.vocab_rows, tok, args.out if first else None, cfg, str(folder),
+                     args.label or Path(folder).name, args.units_fingerprint,
+                     "cuda" if torch.cuda.is_available() else "cpu", log=print if first else lambda *a: None)
+        finally:
+            if ours:
+                teardown()
+            else:
+                destroy_model_parallel()
+    if first:
+        print(f"wrote {args.out}/results.json, table.md, items/*.jsonl")
+    return 0
 
 
 def _run(args) -> int:
@@ -149,7 +222,6 @@ def _run(args) -> int:
         from ..evaluation.scoring import PackingConfig
         from ..tokenizer.tokenizer import SpiritTokenizer
 
-        tok = SpiritTokenizer(args.tokenizer or args.model)
         cfg = EvalConfig(
             PromptConfig(bos=not args.no_bos, switch_marker=args.switch_marker, softmax=args.softmax,
                          normalise_text=args.normalise_text, flavor=args.flavor),
@@ -157,6 +229,9 @@ def _run(args) -> int:
                           row_tokens=args.row_tokens, batch_tokens=args.batch_tokens),
             args.story_speech, args.split)
         data = _data(args.data)
+        if args.megatron:
+            return _score_megatron(args, cfg, data)
+        tok = SpiritTokenizer(args.tokenizer or args.model)
         model = load_hf_model(args.model, args.device, args.dtype)
         fn = HFLogits(model)
         evaluate(args.tasks, data, fn, fn.vocab_rows, tok, args.out, cfg, os.path.abspath(args.model), args.label,
@@ -176,6 +251,22 @@ def _run(args) -> int:
                           PackingConfig(batch_tokens=args.batch_tokens),
                           args.max_tokens, os.path.abspath(args.model), args.label, args.device)
         print(f"wrote {args.out}/results.json, table.md, items/mmlu.jsonl")
+        return 0
+    if args.cmd == "fewshot":
+        from ..evaluation.fewshot import run_fewshot
+        from ..evaluation.hf import load_hf_model
+        from ..evaluation.tasks import load_bench_data
+        from ..tokenizer.tokenizer import SpiritTokenizer
+
+        want = "intents" if args.task == "ic" else "librispeech"
+        bd = load_bench_data(want, args.data)
+        if bd.units is None:
+            raise ValueError(f"{args.data}: not a units folder: run 'spirit-eval units --bench {want}' on it first")
+        tok = SpiritTokenizer(args.tokenizer or args.model)
+        model = load_hf_model(args.model, args.device, args.dtype)
+        run_fewshot(args.task, model, tok, bd.bench.labels, bd.units, bd.flavor, args.out, args.shots,
+                    args.max_items, args.max_new_tokens, args.seed, args.device, os.path.abspath(args.model))
+        print(f"wrote {args.out}/results.json, items/{args.task}.jsonl")
         return 0
     if args.cmd == "table":
         from ..evaluation.report import load_results, markdown, write_tables

@@ -66,8 +66,34 @@ def main(argv: list[str] | None = None) -> int:
     from ..parallel import cpu
     from ..training.trainer import run
 
+    try:
+        evaluators = _evaluators(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"spirit-train: evaluation config error: {e}", file=sys.stderr)
+        return 2
     with cpu.compat():  # this entry's one switch for megatron-core without CUDA (undone on return)
-        return run(cfg)
+        return run(cfg, evaluators)
+
+
+def _evaluators(cfg) -> list:
+    """The live-model evaluators of the config's ``evaluation`` section (built here: training may not import
+    evaluation)."""
+    out = []
+    ev = cfg.evaluation
+    if ev.subset_validation and cfg.schedule.eval_interval:
+        from ..training.validation import SubsetValidation
+
+        out.append(SubsetValidation(cfg))
+    if ev.tasks:
+        from ..evaluation.live import TaskEvaluator
+        from ..evaluation.tasks import bench_paths, parse_tasks
+
+        data = dict(d.split("=", 1) for d in ev.data)
+        for bench, folder in bench_paths(parse_tasks(ev.tasks), data).items():
+            if not folder.is_dir():
+                raise FileNotFoundError(f"evaluation.data: {bench}={folder} is not a folder")
+        out.append(TaskEvaluator(ev.tasks, data, cfg.data.tokenizer, ev.interval))
+    return out
 
 
 if __name__ == "__main__":

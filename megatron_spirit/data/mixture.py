@@ -137,7 +137,8 @@ def plan_mixture(
                 blend += [(w / len(variants), v) for v in variants]
                 used_variants.append(len(variants))
         report[name] = {"share": share, "tokens": sub_tokens, "epochs": e, "datasets": len(corpora),
-                        "variants_used": used_variants}
+                        "variants_used": used_variants,  # the prefixes let the trainer validate per subset
+                        "prefixes": [v for variants, n in zip(corpora, used_variants) for v in variants[:n]]}
     total = sum(w for w, _ in blend)
     return Mixture([(w / total, p) for w, p in blend], report, warnings)
 

@@ -10,6 +10,10 @@ needs (utterance id → path, what ``spirit-eval units`` extracts) and its items
   the root or in subfolders (slamkit's ``subfolder`` form).
 * The cross-modal release: ``X_mutual``, ``X_correct``, ``X_incorrect`` as ``.wav`` and ``.txt``; gives the text
   (T), speech-with-context (S), T→S and S→T versions.
+* Few-shot sets (no two-way items, a label per utterance): LibriSpeech's layout
+  (``SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt`` lines ``ID TEXT`` beside ``ID.flac``/``.wav``) for ASR and TTS;
+  for intent classification, which the paper does not name a release of, a folder of wavs with ``labels.csv``
+  (columns ``filename,label``; ``filename`` without extension).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from .prompts import Item, Segment
 
 LEXICAL_COLUMNS = ("filename", "id", "voice", "frequency", "word", "phones", "length", "correct")
 SYNTACTIC_COLUMNS = ("filename", "type", "subtype", "id", "voice", "transcription", "correct")
-BENCHMARKS = ("swuggy", "sblimp", "ssc", "tsc", "cm-ssc", "cm-tsc")
+BENCHMARKS = ("swuggy", "sblimp", "ssc", "tsc", "cm-ssc", "cm-tsc", "librispeech", "intents")
 
 
 class BenchmarkError(ValueError):
@@ -40,6 +44,8 @@ class Benchmark:
     #: ``lexical`` / ``syntactic`` for the ZeroSpeech sets (their aggregation and submission files), else None.
     zerospeech: str | None = None
     split: str | None = None
+    #: Few-shot sets: utterance id → its transcript (LibriSpeech) or intent label.
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def _read_gold(path: Path, columns: tuple[str, ...]) -> list[dict]:
@@ -188,6 +194,42 @@ def read_cross_modal(root: str | Path, name: str = "cm-tsc") -> Benchmark:
     return Benchmark(name, root, audio, out)
 
 
+def read_librispeech(root: str | Path) -> Benchmark:
+    """Every ``*.trans.txt`` under ``root`` (one split's folder, e.g. ``LibriSpeech/test-clean``)."""
+    root = Path(root)
+    trans = sorted(root.rglob("*.trans.txt"))
+    if not trans:
+        raise BenchmarkError(f"{root}: no '*.trans.txt' files (expected LibriSpeech's SPEAKER/CHAPTER layout)")
+    audio: dict[str, Path] = {}
+    labels: dict[str, str] = {}
+    for t in trans:
+        for n, line in enumerate(t.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            uid, _, text = line.strip().partition(" ")
+            wav = next((t.parent / f"{uid}.{ext}" for ext in ("flac", "wav") if (t.parent / f"{uid}.{ext}").is_file()),
+                       None)
+            if wav is None or not text.strip():
+                raise BenchmarkError(f"{t}:{n}: utterance {uid!r} has " + ("no text" if wav else "no .flac/.wav"))
+            audio[uid], labels[uid] = wav, text.strip()
+    return Benchmark("librispeech", root, audio, labels=labels)
+
+
+def read_intents(root: str | Path) -> Benchmark:
+    """``labels.csv`` (``filename,label``) and the wavs it names."""
+    root = Path(root)
+    rows = _read_gold(root / "labels.csv", ("filename", "label"))
+    audio: dict[str, Path] = {}
+    labels: dict[str, str] = {}
+    for n, r in enumerate(rows, start=2):
+        wav = root / f"{r['filename']}.wav"
+        if not wav.is_file() or not r["label"].strip():
+            raise BenchmarkError(f"{root / 'labels.csv'}:{n}: " + (f"{wav} is absent" if not wav.is_file()
+                                                                   else "empty label"))
+        audio[r["filename"]], labels[r["filename"]] = wav, r["label"].strip()
+    return Benchmark("intents", root, audio, labels=labels)
+
+
 def read_benchmark(name: str, root: str | Path, split: str = "dev") -> Benchmark:
     if name == "swuggy":
         return read_zerospeech(root, "lexical", split)
@@ -197,4 +239,8 @@ def read_benchmark(name: str, root: str | Path, split: str = "dev") -> Benchmark
         return read_story_pairs(root, name)
     if name in ("cm-ssc", "cm-tsc"):
         return read_cross_modal(root, name)
+    if name == "librispeech":
+        return read_librispeech(root)
+    if name == "intents":
+        return read_intents(root)
     raise ValueError(f"unknown benchmark {name!r}: expected one of {', '.join(BENCHMARKS)}")

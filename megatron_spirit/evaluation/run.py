@@ -29,10 +29,11 @@ class EvalConfig:
 
 
 def evaluate(tasks: str, data: Mapping[str, str | Path], logits_fn: LogitsFn, vocab_rows: int,
-             tokenizer: SpiritTokenizer, out_dir: str | Path, cfg: EvalConfig = EvalConfig(),
+             tokenizer: SpiritTokenizer, out_dir: str | Path | None, cfg: EvalConfig = EvalConfig(),
              model: str = "", label: str | None = None, fingerprint: str | None = None, device="cpu",
              log=print) -> dict:
-    """Score every task and write the outputs into ``out_dir``; returns the results dictionary."""
+    """Score every task and write the outputs into ``out_dir`` (None: write nothing, as on all but one rank of a
+    distributed run); returns the results dictionary."""
     t0 = time.perf_counter()
     parsed = parse_tasks(tasks, cfg.story_speech)
     folders = bench_paths(parsed, data)
@@ -49,7 +50,7 @@ def evaluate(tasks: str, data: Mapping[str, str | Path], logits_fn: LogitsFn, vo
     def builder_for(bd: BenchData) -> PromptBuilder:
         return PromptBuilder(tokenizer, prompt, bd.units, str(bd.units_dir or bd.bench.root))
 
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir is not None else None
     results = {"model": model, "label": label or Path(model).name, "tokenizer": str(tokenizer.path), "tasks": {},
                "config": {"prompt": asdict(prompt), "packing": asdict(cfg.packing), "story_speech": cfg.story_speech,
                           "split": cfg.split, "rule": "log-softmax over "
@@ -66,16 +67,18 @@ def evaluate(tasks: str, data: Mapping[str, str | Path], logits_fn: LogitsFn, vo
             entry["split"] = bd.bench.split
         for metric in METRICS:
             entry[metric] = accuracy(res.items, res.scores, metric, zs)
-            if zs:
+            if zs and out is not None:
                 write_zerospeech_submission(out / "zerospeech" / task.modality / metric, zs, bd.bench.split,
                                             res.items, res.scores, metric)
-        _write_items(out / "items" / f"{task.task}-{task.modality}.jsonl", res)
+        if out is not None:
+            _write_items(out / "items" / f"{task.task}-{task.modality}.jsonl", res)
         results["tasks"][task.name] = entry
         log(f"{task.name}: {len(res.items)} items, accuracy {100 * entry['normalised']['accuracy']:.1f} "
             f"(normalised) / {100 * entry['summed']['accuracy']:.1f} (summed) in {entry['seconds']:.1f} s")
     results["seconds"] = round(time.perf_counter() - t0, 3)
-    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    write_tables([results], out)
+    if out is not None:
+        write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+        write_tables([results], out)
     return results
 
 

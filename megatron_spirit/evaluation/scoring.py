@@ -35,6 +35,20 @@ class LogitsFn(Protocol):
                  rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor: ...
 
 
+class ItemSharding(Protocol):
+    """Data parallelism over requests, for a logits function that has it as ``.sharding`` (:mod:`.megatron`).
+
+    Rank ``rank`` of ``size`` scores every ``size``-th request; ``gather`` returns every rank's list of scores
+    (in rank order), each taken from a process that holds real logits (with pipeline parallelism the others,
+    rank 0 among them, only take part in the forward).
+    """
+
+    rank: int
+    size: int
+
+    def gather(self, part: list) -> list[list]: ...
+
+
 @dataclass(frozen=True)
 class Request:
     """One item to score: a shared context and its candidate hypotheses (token ids)."""
@@ -189,6 +203,19 @@ def _log_probs(logits: torch.Tensor, targets: torch.Tensor, support: tuple[int, 
 def score_requests(requests: Sequence[Request], logits_fn: LogitsFn, cfg: PackingConfig = PackingConfig(),
                    device: torch.device | str = "cpu", progress=None) -> list[list[CandidateScore]]:
     """Every candidate's score, request by request (in the input order)."""
+    sharding: ItemSharding | None = getattr(logits_fn, "sharding", None)
+    if sharding is not None:
+        parts = sharding.gather(_score_all(list(requests[sharding.rank::sharding.size]), logits_fn, cfg, device,
+                                           progress))
+        out: list = [None] * len(requests)
+        for r, part in enumerate(parts):
+            out[r::sharding.size] = part
+        return out
+    return _score_all(requests, logits_fn, cfg, device, progress)
+
+
+def _score_all(requests: Sequence[Request], logits_fn: LogitsFn, cfg: PackingConfig, device,
+               progress) -> list[list[CandidateScore]]:
     out: list[list[CandidateScore | None]] = [[None] * len(r.candidates) for r in requests]
     batches = _batches(_rows(_units(requests, cfg.share_context), cfg), cfg.batch_tokens)
     for batch in batches:

@@ -17,6 +17,20 @@ from .config import DataConfig
 _FIELDS = ("tokens", "labels", "loss_mask", "position_ids", "attention_mask")
 
 
+def micro_batches(dataset, first_sample: int, num_micro: int, micro_batch: int, dp_rank: int,
+                  dp_size: int) -> Iterator[dict]:
+    """This data-parallel rank's ``num_micro`` micro-batches of the global batch starting at ``first_sample``."""
+    m, d = micro_batch, dp_size
+    for j in range(num_micro):
+        start = first_sample + j * m * d + dp_rank * m
+        samples = [dataset[i] for i in range(start, start + m)]
+        batch = {k: torch.stack([s[k] for s in samples]) for k in _FIELDS if k in samples[0]}
+        batch.setdefault("attention_mask", None)
+        if torch.cuda.is_available():
+            batch = {k: (v.cuda(non_blocking=True) if v is not None else None) for k, v in batch.items()}
+        yield batch
+
+
 class TrainData:
     """Train/validation GPTDatasets and per-step micro-batch iterators for this data-parallel rank."""
 
@@ -42,15 +56,7 @@ class TrainData:
         self.train, self.valid = train, valid
 
     def _batches(self, dataset, first_sample: int, num_micro: int) -> Iterator[dict]:
-        m, d = self.micro_batch, self.dp_size
-        for j in range(num_micro):
-            start = first_sample + j * m * d + self.dp_rank * m
-            samples = [dataset[i] for i in range(start, start + m)]
-            batch = {k: torch.stack([s[k] for s in samples]) for k in _FIELDS if k in samples[0]}
-            batch.setdefault("attention_mask", None)
-            if torch.cuda.is_available():
-                batch = {k: (v.cuda(non_blocking=True) if v is not None else None) for k, v in batch.items()}
-            yield batch
+        return micro_batches(dataset, first_sample, num_micro, self.micro_batch, self.dp_rank, self.dp_size)
 
     def train_iterators(self, step: int, chunks: int) -> list:
         """One iterator per model chunk over this step's micro-batches (the schedules pull from each)."""

@@ -112,6 +112,32 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """Evaluation during training, beside the blend's validation loss (``schedule.eval_interval``).
+
+    ``subset_validation``: at each ``schedule.eval_interval``, also the validation loss of each subset of the blend
+    (text, speech, interleaved) on its own. ``tasks``: ``spirit-eval`` tasks (``swuggy:T,tsc:T2S``) scored on the
+    live model every ``interval`` steps over pre-computed folders, ``data`` naming each benchmark's
+    (``BENCH=DIR`` as ``spirit-eval score --data``); accuracy per task and modality goes to the console,
+    ``eval.jsonl`` and TensorBoard.
+    """
+
+    subset_validation: bool = True
+    tasks: str = ""
+    data: list[str] = field(default_factory=list)
+    interval: int = 0
+
+    def __post_init__(self):
+        if self.interval < 0:
+            raise ValueError("evaluation.interval must be >= 0")
+        if bool(self.tasks) != bool(self.interval):
+            raise ValueError("evaluation: give both evaluation.tasks and evaluation.interval (> 0), or neither")
+        for d in self.data:
+            if "=" not in d:
+                raise ValueError(f"evaluation.data: {d!r} is not BENCH=DIR")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """A whole run. ``model`` is a named config plus field overrides: ``{name: spirit-7b, seq_length: 4096}``."""
 
@@ -122,6 +148,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     precision: Literal["fp32", "bf16"] = "bf16"
     seed: int = 1234
 
@@ -165,4 +192,4 @@ def load_train_config(path: Optional[str], overrides: list[str] | None = None) -
 
 
 __all__ = ["TrainConfig", "DataConfig", "OptimizerConfig", "ScheduleConfig", "CheckpointConfig",
-           "LoggingConfig", "load_train_config", "ConfigError"]
+           "LoggingConfig", "EvaluationConfig", "load_train_config", "ConfigError"]

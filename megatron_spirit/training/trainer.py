@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -24,6 +25,7 @@ import torch.distributed as dist
 from ..checkpoint.folder import CheckpointDir
 from ..utils.config_io import dump_yaml
 from .config import TrainConfig
+from .evaluators import Evaluator, run_evaluators
 from .signals import REQUEUE_EXIT_CODE, StopRequest
 
 
@@ -40,8 +42,9 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, evaluators: Sequence[Evaluator] = ()):
         self.cfg = cfg
+        self.evaluators = list(evaluators)  # run on the live model when due (evaluators.py)
 
     # ---------------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -201,18 +204,7 @@ class Trainer:
         return loss, grad_norm, False
 
     def _reduce_loss(self, results) -> float:
-        """Global-batch per-token loss, known on every rank (a non-finite one must skip everywhere)."""
-        from megatron.core import parallel_state
-
-        t = torch.zeros(2, dtype=torch.float64)
-        if self.pp_last:
-            for r in results:
-                t += r["lm loss"].double().cpu()
-        if torch.cuda.is_available():
-            t = t.cuda()
-        dist.all_reduce(t, group=parallel_state.get_data_parallel_group())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=parallel_state.get_pipeline_model_parallel_group())
-        return float(t[0] / max(t[1], 1.0))
+        return global_loss(results, self.pp_last)
 
     # ----------------------------------------------------------------------------------------------- loop
     def train(self) -> TrainResult:
@@ -261,6 +253,7 @@ class Trainer:
                 t_last, steps_since = now, 0
             if cfg.schedule.eval_interval and self.step % cfg.schedule.eval_interval == 0:
                 self.evaluate()
+            run_evaluators(self.evaluators, self.model, self.step, metrics)
             want_save = cfg.checkpoint.save_interval and self.step % cfg.checkpoint.save_interval == 0
             stopping = stop.agreed()
             if want_save or stopping:
@@ -329,6 +322,22 @@ class Trainer:
         return val
 
 
+def global_loss(results, pp_last: bool) -> float:
+    """Global-batch per-token loss of a schedule's results, known on every rank (a non-finite one must skip
+    everywhere); ``pp_last``: this rank is on the last pipeline stage (the one with losses)."""
+    from megatron.core import parallel_state
+
+    t = torch.zeros(2, dtype=torch.float64)
+    if pp_last:
+        for r in results:
+            t += r["lm loss"].double().cpu()
+    if torch.cuda.is_available():
+        t = t.cuda()
+    dist.all_reduce(t, group=parallel_state.get_data_parallel_group())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=parallel_state.get_pipeline_model_parallel_group())
+    return float(t[0] / max(t[1], 1.0))
+
+
 def _rss() -> int:
     try:
         import psutil
@@ -338,11 +347,11 @@ def _rss() -> int:
         return 0
 
 
-def run(cfg: TrainConfig) -> int:
+def run(cfg: TrainConfig, evaluators: Sequence[Evaluator] = ()) -> int:
     """Set up, train, tear down; the process exit code (REQUEUE_EXIT_CODE after a signal-triggered save)."""
     from ..parallel.runtime import teardown
 
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, evaluators)
     try:
         trainer.setup()
         result = trainer.train()

@@ -7,7 +7,7 @@ from megatron_spirit.evaluation.aggregate import accuracy, outcome, write_zerosp
 from megatron_spirit.evaluation.benchmarks import BenchmarkError, read_benchmark
 from megatron_spirit.evaluation.scoring import CandidateScore
 
-from . import layouts
+from megatron_spirit.evaluation import layouts
 
 
 def _cs(x, n=1):

@@ -5,7 +5,7 @@ import pytest
 
 from megatron_spirit.cli.eval import main
 
-from . import layouts
+from megatron_spirit.evaluation import layouts
 
 
 def _speak(text, voice):

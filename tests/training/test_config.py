@@ -18,6 +18,7 @@ RECIPE_7B = {
                   "adam_eps": 1e-08, "clip_grad": 1.0},
     "schedule": {"train_steps": 200000, "global_batch_size": 256, "micro_batch_size": 4, "lr_schedule": "constant",
                  "warmup_steps": 0, "decay_steps": None, "eval_interval": 1000, "eval_steps": 10},
+    "evaluation": {"subset_validation": True, "tasks": "", "data": [], "interval": 0},
     "precision": "bf16",
     "seed": 1234,
 }
@@ -54,6 +55,18 @@ def test_tiny_cpu_config_loads_with_overrides():
     cfg = load_train_config(str(CONFIGS / "tiny_cpu.yaml"), ["schedule.train_steps=4", "data.blend=/x/blend.json"])
     assert cfg.model_config.num_layers > 0 and cfg.parallel.tp == 2 and cfg.precision == "fp32"
     assert cfg.schedule.train_steps == 4 and cfg.data.blend == "/x/blend.json"
+
+
+@pytest.mark.parametrize("override, error", [
+    (["evaluation.tasks=swuggy:T"], "give both evaluation.tasks and evaluation.interval"),
+    (["evaluation.interval=5"], "give both evaluation.tasks and evaluation.interval"),
+    (["evaluation.tasks=swuggy:T", "evaluation.interval=5", "evaluation.data=units/swuggy"], "is not BENCH=DIR"),
+])
+def test_evaluation_section_errors_name_the_key(override, error):
+    from megatron_spirit.utils.config_io import ConfigError
+
+    with pytest.raises(ConfigError, match=error):
+        load_train_config(str(CONFIGS / "tiny_cpu.yaml"), override)
 
 
 @pytest.mark.parametrize("override, seed", [([], 1234), (["seed=7"], 7), (["data.seed=0"], 0), (["data.seed=5"], 5)])

@@ -1,10 +1,13 @@
-"""Benchmark folders in the released layouts, written into tmp folders (tiny noise wavs unless audio is given)."""
+"""Benchmark folders in the released layouts (ZeroSpeech lexical/syntactic, slamkit story pairs, cross-modal
+StoryCloze files), for the demo and the tests: noise wavs unless ``audio`` makes them (e.g. espeak)."""
+from __future__ import annotations
+
 import csv
 from pathlib import Path
 
 import numpy as np
 
-from megatron_spirit.evaluation.benchmarks import LEXICAL_COLUMNS, SYNTACTIC_COLUMNS
+from .benchmarks import LEXICAL_COLUMNS, SYNTACTIC_COLUMNS
 
 
 def write_wav(path: Path, seconds: float = 0.3, seed: int = 0, audio=None):
@@ -33,8 +36,8 @@ def lexical(root: Path, pairs, voices=("v1", "v2"), split="dev", audio=None) -> 
     return root / "lexical"
 
 
-def syntactic(root: Path, pairs, voices=("v1", "v2"), split="dev") -> Path:
-    """``pairs``: (id, type, subtype, sentence, nonsentence)."""
+def syntactic(root: Path, pairs, voices=("v1", "v2"), split="dev", audio=None) -> Path:
+    """``pairs``: (id, type, subtype, sentence, nonsentence); ``audio(text, voice)`` makes a wav's samples."""
     folder = root / "syntactic" / split
     rows = []
     n = 0
@@ -45,7 +48,7 @@ def syntactic(root: Path, pairs, voices=("v1", "v2"), split="dev") -> Path:
                 n += 1
                 rows.append({"filename": stem, "type": t, "subtype": st, "id": pid, "voice": v,
                              "transcription": s, "correct": c})
-                write_wav(folder / f"{stem}.wav", seed=n)
+                write_wav(folder / f"{stem}.wav", seed=n, audio=audio(s, v) if audio else None)
     _write_csv(folder / "gold.csv", SYNTACTIC_COLUMNS, rows)
     return root / "syntactic"
 
@@ -65,11 +68,11 @@ def story_pairs(root: Path, n: int = 3, audio=None) -> Path:
     return root
 
 
-def cross_modal(root: Path, stories) -> Path:
-    """``stories``: (stem, context, correct ending, incorrect ending)."""
+def cross_modal(root: Path, stories, audio=None) -> Path:
+    """``stories``: (stem, context, correct ending, incorrect ending); ``audio(text)`` makes a wav's samples."""
     for stem, ctx, good, bad in stories:
         for part, text in (("mutual", ctx), ("correct", good), ("incorrect", bad)):
             (root / f"{stem}_{part}.txt").parent.mkdir(parents=True, exist_ok=True)
             (root / f"{stem}_{part}.txt").write_text(text + "\n")
-            write_wav(root / f"{stem}_{part}.wav", seed=len(text))
+            write_wav(root / f"{stem}_{part}.wav", seed=len(text), audio=audio(text) if audio else None)
     return root

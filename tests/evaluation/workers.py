@@ -1,0 +1,15 @@
+"""Per-rank body of the Megatron scoring test (run with ``parallel.launch.run_ranks``)."""
+from __future__ import annotations
+
+
+def score_layouts(ckpt: str, common: list[str], layouts: list[tuple[int, int]], out_root: str) -> dict:
+    """``spirit-eval score --megatron`` at each (tp, pp) in this one world; {(tp, pp): (exit code, error)}."""
+    from megatron_spirit.cli.eval import main
+    from tests.parallel.workers import on_every_rank
+
+    report = {}
+    for tp, pp in layouts:
+        argv = ["score", "--megatron", ckpt, "--tp", str(tp), "--pp", str(pp), *common,
+                "--out", f"{out_root}/tp{tp}-pp{pp}"]
+        report[(tp, pp)] = on_every_rank(lambda: main(argv))
+    return report
