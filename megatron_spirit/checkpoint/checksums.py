@@ -168,7 +168,9 @@ def verified(folder: str | os.PathLike, part: int = 0, parts: int = 1, gather=No
     with verify_async(folder, part, parts) as check:
         try:
             yield
-        except Exception as e:  # noqa: BLE001 - decided below, together with the checksums
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 - torch's CheckpointException is a BaseException
             error = e
     problems = gather(check.problems) if gather is not None else check.problems
     if problems:

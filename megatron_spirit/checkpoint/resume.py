@@ -86,10 +86,10 @@ def _save_failed(error: BaseException, ckpt_dir: CheckpointDir, step: int) -> Sa
     previous = ckpt_dir.latest()
     kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
     if _disk_full(error, tmp.parent if not tmp.exists() else tmp):
-        why = f"no space left on device writing {tmp}"
-    else:
-        why = f"writing {tmp} failed: {type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
-    return SaveFailed(f"checkpoint of step {step} not saved: {why}; {kept} (free space and resume from it)")
+        return SaveFailed(f"checkpoint of step {step} not saved: no space left on device writing {tmp}; {kept} "
+                          "(free space and resume from it)")
+    return SaveFailed(f"checkpoint of step {step} not saved: writing {tmp} failed; {kept}. The error:\n"
+                      f"{str(error).strip()[:2000]}")
 
 
 def save(ckpt_dir: CheckpointDir, state: TrainingState, model: list, optimizer, scheduler,
@@ -129,8 +129,12 @@ def save(ckpt_dir: CheckpointDir, state: TrainingState, model: list, optimizer, 
     tmp = ckpt_dir.temp_path(step)
     try:
         dist_checkpointing.save(sharded, str(tmp))
-    except Exception as e:  # noqa: BLE001 - megatron-core propagates a writer's failure to every rank
-        raise _save_failed(e, ckpt_dir, step) from e
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - torch's CheckpointException (a BaseException), on every rank,
+        # but only the coordinator's names the writers' errors: every rank reports them all.
+        reasons = checksums.agree([f"{type(e).__name__}: {e}"])
+        raise _save_failed(RuntimeError("\n".join(reasons)), ckpt_dir, step) from e
     dist.barrier()
     sums = [None] * world
     dist.all_gather_object(sums, checksums.entries(tmp, rank, world))
@@ -150,7 +154,9 @@ def read_state(path: str | Path) -> TrainingState:
     cannot be read."""
     try:
         common = dist_checkpointing.load_common_state_dict(str(path))
-    except Exception as e:  # noqa: BLE001 - name the bad file when the checksums can
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - name the bad file when the checksums can
         problems = checksums.verify(path)
         raise checksums.CorruptCheckpoint(path, problems or [f"its common state cannot be read ({e})"]) from e
     return TrainingState.from_common(common["common"], str(path))

@@ -58,11 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"spirit-train: config error: {e}", file=sys.stderr)
         return 2
+    from ..checkpoint.checksums import CorruptCheckpoint
+    from ..checkpoint.resume import SaveFailed
     from ..parallel import cpu
     from ..training.trainer import run
 
-    with cpu.compat():  # this entry's one switch for megatron-core without CUDA (undone on return)
-        return run(cfg)
+    try:
+        with cpu.compat():  # this entry's one switch for megatron-core without CUDA (undone on return)
+            return run(cfg)
+    except (CorruptCheckpoint, SaveFailed) as e:  # named files and folders say it all: no traceback
+        print(f"spirit-train: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
