@@ -190,4 +190,3 @@ def load(path: str | Path, model: list, optimizer, scheduler) -> TrainingState:
     if same_layout:
         _set_rng(loaded["rng_state"])
     return state
-

@@ -9,6 +9,8 @@ asked for failed with ``BrokenPipeError``.
 :func:`install` (idempotent, Linux) makes every process this rank forks ask the kernel for SIGKILL when its
 parent dies (``prctl(PR_SET_PDEATHSIG)``), and starts the dist-checkpointing Manager itself, with an initializer
 that does the same and ignores SIGTERM/SIGINT (the rank decides when to stop; the Manager ends with it).
+The kernel ties the request to the forking *thread*: a rank forks from its main thread (megatron-core's writers
+do), since a child forked from a thread that ends before it would be killed with that thread.
 """
 from __future__ import annotations
 

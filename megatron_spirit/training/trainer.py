@@ -136,9 +136,8 @@ class Trainer:
             for p in self.ckpt.clean_stale():
                 log0(f"removed the unfinished checkpoint {p}")
         dist.barrier()
-        latest = self._load_newest_intact()
+        latest, state = self._load_newest_intact()
         if latest is not None:
-            state = self.resumed_state
             self.step = int(state.step)
             self.skipped = int(state.skipped)
             if state.consumed_samples != self.step * cfg.schedule.global_batch_size:
@@ -160,20 +159,19 @@ class Trainer:
     def _load_newest_intact(self):
         """Load the newest checkpoint that is intact (checksums, readable files): the one ``latest`` names, else,
         with a loud warning, the next older complete one; ``checkpoint.fallback: false`` stops at the first error.
-        Returns the folder loaded (its state in ``self.resumed_state``), None when there is none."""
+        Returns (the folder loaded, its TrainingState), (None, None) when there is none."""
         from ..checkpoint import resume
         from ..checkpoint.checksums import CorruptCheckpoint, fallback_warning
 
         candidates = self.ckpt.candidates()
         for i, path in enumerate(candidates):
             try:
-                self.resumed_state = resume.load(path, self.model, self.optimizer, self.scheduler)
-                return path
+                return path, resume.load(path, self.model, self.optimizer, self.scheduler)
             except CorruptCheckpoint as e:
                 if not self.cfg.checkpoint.fallback or i + 1 == len(candidates):
                     raise
                 log0(fallback_warning(e, candidates[i + 1]))
-        return None
+        return None, None
 
     # ----------------------------------------------------------------------------------------------- step
     def _forward_step(self, data_iterator, model):
