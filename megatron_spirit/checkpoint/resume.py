@@ -11,6 +11,7 @@ the disk is full), leaving the previous checkpoint and ``latest`` as they were.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import random
 import shutil
@@ -92,6 +93,35 @@ def _save_failed(error: BaseException, ckpt_dir: CheckpointDir, step: int) -> Sa
                       f"{str(error).strip()[:2000]}")
 
 
+@contextlib.contextmanager
+def _common_failures_deferred():
+    """Yield a list that collects failures of rank 0's ``common.pt`` write instead of letting them raise: raised
+    there, rank 0 would leave the collective save the other ranks are in, and they would hang. (megatron-core
+    takes no common strategy argument; its registry of default strategies is the way in, restored after.)"""
+    from megatron.core.dist_checkpointing.strategies.base import (
+        StrategyAction,
+        get_default_strategy,
+        register_default_strategy,
+    )
+    from megatron.core.dist_checkpointing.strategies.common import TorchCommonSaveStrategy
+
+    failures: list[BaseException] = []
+
+    class Deferring(TorchCommonSaveStrategy):
+        def save_common(self, common_state_dict, checkpoint_dir):
+            try:
+                super().save_common(common_state_dict, checkpoint_dir)
+            except Exception as e:  # noqa: BLE001 - reported by save() on every rank
+                failures.append(e)
+
+    default = get_default_strategy(StrategyAction.SAVE_COMMON, "torch", 1)
+    register_default_strategy(StrategyAction.SAVE_COMMON, "torch", 1, Deferring("torch", 1))
+    try:
+        yield failures
+    finally:
+        register_default_strategy(StrategyAction.SAVE_COMMON, "torch", 1, default)
+
+
 def save(ckpt_dir: CheckpointDir, state: TrainingState, model: list, optimizer, scheduler,
          keep_last: Optional[int] = None, describe: Optional[Callable[[Path], None]] = None) -> Path:
     """Collective: every rank calls it. Returns the final folder.
@@ -127,14 +157,16 @@ def save(ckpt_dir: CheckpointDir, state: TrainingState, model: list, optimizer, 
     )
     sharded["common"] = full.to_common()
     tmp = ckpt_dir.temp_path(step)
-    try:
-        dist_checkpointing.save(sharded, str(tmp))
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as e:  # noqa: BLE001 - torch's CheckpointException (a BaseException), on every rank,
-        # but only the coordinator's names the writers' errors: every rank reports them all.
-        reasons = checksums.agree([f"{type(e).__name__}: {e}"])
-        raise _save_failed(RuntimeError("\n".join(reasons)), ckpt_dir, step) from e
+    with _common_failures_deferred() as failures:
+        try:
+            dist_checkpointing.save(sharded, str(tmp))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 - torch's CheckpointException (a BaseException) is raised on
+            failures.append(e)  # every rank, only the coordinator's names the writers' errors: all report all
+    reasons = checksums.agree([f"{type(e).__name__}: {e}" for e in failures])
+    if reasons:
+        raise _save_failed(RuntimeError("\n".join(reasons)), ckpt_dir, step) from (failures[0] if failures else None)
     dist.barrier()
     sums = [None] * world
     dist.all_gather_object(sums, checksums.entries(tmp, rank, world))

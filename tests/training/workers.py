@@ -5,9 +5,11 @@ import errno
 
 
 def save_on_a_full_disk(config: str, overrides: list[str]):
-    """Save step 0, then save step 1 with every file write failing as on a full disk (OSError ENOSPC in the
-    forked writer processes). Returns (the error message, the folder ``latest`` then names, its problems)."""
-    from megatron.core.dist_checkpointing.strategies import filesystem_async
+    """Save step 0, then steps 1 and 2 failing as on a full disk (OSError ENOSPC): rank 0's common state, then
+    every shard (in the forked writer processes). Returns (the two error messages, the folder ``latest`` then
+    names, its problems)."""
+    import torch
+    from megatron.core.dist_checkpointing.strategies import common, filesystem_async
 
     from megatron_spirit.checkpoint.checksums import verify
     from megatron_spirit.checkpoint.resume import SaveFailed, read_state
@@ -21,14 +23,23 @@ def save_on_a_full_disk(config: str, overrides: list[str]):
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    filesystem_async._write_item = no_space
-    trainer.step = 1
-    try:
-        trainer.save()
-    except SaveFailed as e:
-        message = str(e)
-    else:
+    def fails(step):
+        trainer.step = step
+        try:
+            trainer.save()
+        except SaveFailed as e:
+            return str(e)
         raise AssertionError("the save on a full disk did not fail")
+
+    # rank 0's common.pt alone (torch.save's "enforce fail at inline_container.cc" on a full disk): the other
+    # ranks are in the collective save meanwhile and must not hang
+    real = common.TorchCommonSaveStrategy.save_common
+    if torch.distributed.get_rank() == 0:
+        common.TorchCommonSaveStrategy.save_common = no_space
+    messages = [fails(1)]
+    common.TorchCommonSaveStrategy.save_common = real
+    filesystem_async._write_item = no_space  # every shard, in the forked writer processes
+    messages.append(fails(2))
     latest = trainer.ckpt.latest()
     assert read_state(latest).step == 0
-    return message, str(latest), verify(latest)
+    return messages, str(latest), verify(latest)
