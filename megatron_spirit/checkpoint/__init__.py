@@ -2,6 +2,8 @@
 
 - :mod:`.folder`: the folder protocol (``iter_NNNNNNN``, temp names, ``COMPLETE``, ``latest``, keep-last-K) and
   :func:`.folder.resolve` (a checkpoint folder or a training root).
+- :mod:`.checksums`: ``checksums.json`` (size + digest of every file, written before ``COMPLETE``), verified
+  while a checkpoint is loaded or exported; :class:`.checksums.CorruptCheckpoint` names the damaged files.
 - :mod:`.info`: the self-description (``spirit_checkpoint.json``, the ``tokenizer/`` copy).
 - :mod:`.weights`: the model's sharded state, the one strict-load check, the weights-only load.
 - :mod:`.state`: :class:`.state.TrainingState`, the typed non-tensor part of a training checkpoint.

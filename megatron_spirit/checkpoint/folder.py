@@ -2,11 +2,13 @@
 
 Layout::
 
-    ROOT/iter_0000100/      a complete megatron-core distributed checkpoint (+ COMPLETE marker)
+    ROOT/iter_0000100/      a complete megatron-core distributed checkpoint (+ checksums.json, then COMPLETE)
     ROOT/.iter_0000200.tmp/ being written; never read; removed by the next run
     ROOT/latest             "iter_0000100", replaced atomically after the rename
 
-A save killed at any point leaves ``latest`` naming the previous complete checkpoint. A converted model
+A save killed at any point leaves ``latest`` naming the previous complete checkpoint. The checksums of every
+file (:mod:`.checksums`) are written before the marker, so a complete checkpoint always has them; a reader that
+finds the newest one corrupt can fall back to an older one (:meth:`CheckpointDir.candidates`). A converted model
 (``spirit-convert hf-to-megatron``) is one such checkpoint folder on its own, without a root around it;
 :func:`resolve` accepts either.
 """
@@ -47,9 +49,13 @@ class CheckpointDir:
         tmp.mkdir(parents=True)
         return tmp
 
-    def commit(self, step: int, keep_last: int | None = None) -> Path:
-        """Mark complete, rename into place, point ``latest`` at it, prune old ones (one rank, after barrier)."""
+    def commit(self, step: int, keep_last: int | None = None, checksums: dict | None = None) -> Path:
+        """Write the checksums (``checksums``: the ranks' :func:`.checksums.entries`, else computed here), mark
+        complete, rename into place, point ``latest`` at it, prune old ones (one rank, after barrier)."""
+        from .checksums import write_manifest
+
         tmp = self.temp_path(step)
+        write_manifest(tmp, checksums)
         (tmp / COMPLETE).write_text(str(step))
         final = self.final_path(step)
         if final.exists():
@@ -81,6 +87,13 @@ class CheckpointDir:
         steps = self.complete_steps()
         return self.final_path(steps[-1]) if steps else None
 
+    def candidates(self) -> list[Path]:
+        """Complete checkpoints to resume from, the one :meth:`latest` names first, then older ones, newest first
+        (the fallback order when one turns out corrupt)."""
+        first = self.latest()
+        rest = [self.final_path(s) for s in reversed(self.complete_steps())]
+        return ([first] if first is not None else []) + [p for p in rest if p != first]
+
     def clean_stale(self) -> list[Path]:
         """Remove temp folders of interrupted saves (one rank, before anything is written)."""
         removed = []
@@ -98,16 +111,21 @@ def step_of(path: str | Path) -> int:
     return int(m.group(1))
 
 
-def resolve(path: str | os.PathLike) -> Path:
-    """A checkpoint folder itself, or a training root whose newest complete ``iter_*`` is taken."""
+def resolve_all(path: str | os.PathLike) -> list[Path]:
+    """A checkpoint folder itself, or a training root's complete ``iter_*`` checkpoints, newest first."""
     path = Path(path)
     if (path / METADATA).is_file():
-        return path
+        return [path]
     if path.is_dir():
-        latest = CheckpointDir(path).latest()
-        if latest is not None and (latest / METADATA).is_file():
-            return latest
+        found = CheckpointDir(path).candidates()
+        if found and (found[0] / METADATA).is_file():  # the newest is not skipped for lacking it
+            return [p for p in found if (p / METADATA).is_file()]
     raise FileNotFoundError(
         f"{path} is not a megatron-core distributed checkpoint (no {METADATA}) nor a training folder with a "
         f"complete iter_* checkpoint"
     )
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A checkpoint folder itself, or a training root whose newest complete ``iter_*`` is taken."""
+    return resolve_all(path)[0]

@@ -43,20 +43,31 @@ def load_chunk(chunk, state: dict, where: str | os.PathLike) -> None:
         raise RuntimeError(f"{where} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def load_weights(model: list, path: str | os.PathLike) -> Path:
-    """Load the weights of a checkpoint folder, or of a training folder's newest checkpoint, into ``model`` (this
-    rank's chunks, wrapped or not); collective over all ranks. Returns the checkpoint folder loaded.
+def load_weights(model: list, path: str | os.PathLike, fallback: bool = True, warn=print) -> Path:
+    """Load the weights of a checkpoint folder, or of a training folder's newest intact checkpoint, into
+    ``model`` (this rank's chunks, wrapped or not); collective over all ranks. Returns the checkpoint folder
+    loaded.
 
-    Vocabulary rows may differ from the model's: megatron-core loads the overlap of embedding/output rows.
-    No optimizer state, step or data position is read (a ``--finetune`` start).
+    Checksums are verified (:mod:`.checksums`); a corrupt newest checkpoint of a training folder makes it try the
+    next older one, with a warning, unless ``fallback`` is False. Vocabulary rows may differ from the model's:
+    megatron-core loads the overlap of embedding/output rows. No optimizer state, step or data position is read
+    (a ``--finetune`` start).
     """
-    from megatron.core import dist_checkpointing
+    from .checksums import CorruptCheckpoint, fallback_warning, load_verified
+    from .folder import resolve_all
 
-    from .folder import resolve
-
-    ckpt = resolve(path)
+    candidates = resolve_all(path)
     sharded = model_sharded_state_dict(model)
-    loaded = dist_checkpointing.load(_drop_extra_state(sharded), str(ckpt))
-    for key, chunk in zip(sharded, model):
-        load_chunk(chunk, loaded[key], ckpt)
-    return ckpt
+    for i, ckpt in enumerate(candidates):
+        try:
+            loaded = load_verified(_drop_extra_state(sharded), ckpt)
+        except CorruptCheckpoint as e:
+            if not fallback or i + 1 == len(candidates):
+                raise
+            warn(fallback_warning(e, candidates[i + 1]))
+            continue
+        for key, chunk in zip(sharded, model):
+            load_chunk(chunk, loaded[key], ckpt)
+        return ckpt
+    raise AssertionError("unreachable")
+

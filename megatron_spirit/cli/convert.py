@@ -54,7 +54,9 @@ def parser() -> argparse.ArgumentParser:
         help="megatron-core checkpoint (any TP/PP) → HF LlamaForCausalLM folder",
         description="Export a megatron-core distributed checkpoint (converted or trained, any TP/PP; a training "
         "folder means its newest complete iter_*) to a Hugging Face folder that stock transformers loads: "
-        "safetensors shards, config.json (exported vocab size, rope_theta), generation_config.json, tokenizer.",
+        "safetensors shards, config.json (exported vocab size, rope_theta), generation_config.json, tokenizer, "
+        "checksums.json. The checkpoint's checksums are verified as it is read; a training folder whose newest "
+        "checkpoint is corrupt exports the newest intact one, with a warning.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     m.add_argument("--ckpt", required=True, help="checkpoint folder, or a training folder with iter_* checkpoints")
@@ -63,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--config", help="named model config (default: the checkpoint's spirit_checkpoint.json)")
     m.add_argument("--dtype", choices=tuple(DTYPES), help="exported dtype (default: the checkpoint's)")
     m.add_argument("--max-shard-size", type=_size, default="5GB", help="largest safetensors shard")
+    m.add_argument("--no-fallback", action="store_true", help="with a training folder: stop when its newest "
+                   "checkpoint is corrupt instead of exporting the newest intact one")
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    from ..checkpoint.checksums import CorruptCheckpoint
     from ..model.config import get_model_config
 
     try:
@@ -91,8 +96,9 @@ def _run(args) -> int:
 
             out = megatron_to_hf(args.ckpt, args.out, tokenizer_dir=args.tokenizer, model_cfg=model_cfg,
                                  dtype=args.dtype, max_shard_bytes=args.max_shard_size,
-                                 progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+                                 progress=not args.no_progress, fallback=not args.no_fallback,
+                                 warn=lambda msg: print(msg, file=sys.stderr))
+    except (ValueError, FileNotFoundError, KeyError, CorruptCheckpoint) as e:
         print(f"spirit-convert {args.command}: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out}")

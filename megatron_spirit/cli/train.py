@@ -16,9 +16,10 @@ def parser() -> argparse.ArgumentParser:
             "Train (or continue training) a SpiRit-LM model. CONFIG is a YAML file of typed sections "
             "(model, parallel, data, optimizer, schedule, checkpoint, logging, precision, seed); any key can be "
             "overridden as section.key=value. Run under torchrun (one node) or srun (many); resumes from the "
-            "latest complete checkpoint in checkpoint.dir, else starts from checkpoint.finetune_from (a converted "
-            "base model, weights only). SIGTERM/SIGUSR1 save a checkpoint at the next step and exit with code 3 "
-            "(the sbatch script requeues on it)."
+            "latest complete checkpoint in checkpoint.dir (the newest intact one, loudly, when it is corrupt), else starts from checkpoint.finetune_from (a converted "
+            "base model, weights only). SIGTERM/SIGUSR1 (to the ranks, or to torchrun) save a checkpoint at the "
+            "next step and exit with code 3 (the sbatch script requeues on it); a failed save exits 1 naming the "
+            "folder."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Example overrides: schedule.train_steps=1000 parallel.tp=2 parallel.distributed_optimizer=true "
@@ -27,6 +28,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML config (optional when every required key is overridden)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, applied in order")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--no-fallback", action="store_true", help="stop when the newest checkpoint is corrupt instead "
+                   "of resuming from the newest intact one (checkpoint.fallback=false)")
     return p
 
 
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..utils.config_io import dump_yaml
 
     config = args.config
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + (["checkpoint.fallback=false"] if args.no_fallback else [])
     if config is not None and "=" in config:  # no YAML, only overrides
         overrides.insert(0, config)
         config = None
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for note in notes:
         print(f"spirit-train: warning: {note}", file=sys.stderr)
+    from ..checkpoint.checksums import CorruptCheckpoint
+    from ..checkpoint.resume import SaveFailed
     from ..parallel import cpu
     from ..training.trainer import run
 
@@ -71,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"spirit-train: evaluation config error: {e}", file=sys.stderr)
         return 2
-    with cpu.compat():  # this entry's one switch for megatron-core without CUDA (undone on return)
-        return run(cfg, evaluators)
+    try:
+        with cpu.compat():  # this entry's one switch for megatron-core without CUDA (undone on return)
+            return run(cfg, evaluators)
+    except (CorruptCheckpoint, SaveFailed) as e:  # named files and folders say it all: no traceback
+        print(f"spirit-train: error: {e}", file=sys.stderr)
+        return 1
 
 
 def _evaluators(cfg) -> list:

@@ -218,6 +218,7 @@ def hf_to_megatron(hf_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike, 
     from megatron.core import dist_checkpointing
     from tqdm import tqdm
 
+    from ..checkpoint.checksums import write_manifest
     from ..parallel.local_group import local_group
     from ..utils.atomic import atomic_dir
     from .streaming_save import streaming_strategy
@@ -232,4 +233,5 @@ def hf_to_megatron(hf_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike, 
         dist_checkpointing.save(sharded, str(tmp), sharded_strategy=streaming_strategy(produce, lambda _: bar.update()))
         describe(tmp, plan.model_cfg, plan.tokenizer, plan.padded_vocab, dtype_name(plan.dtype),
                  extra={"converted_from": str(Path(hf_dir).resolve()), "seed": seed, "tp": tp, "pp": pp})
+        write_manifest(tmp)  # the checksums every checkpoint folder carries (checkpoint.checksums)
     return out_dir

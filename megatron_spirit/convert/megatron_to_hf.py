@@ -5,7 +5,9 @@ layer's slices of each stacked tensor), turned into HF tensors (``layout``), and
 shards as it goes (``hf_writer`` streams each tensor to its shard file): memory holds about one layer. The embedding and output
 rows are trimmed to the flavor's exported size (docs/spec.md §1: 32512 base / 32768 expressive for LLaMA-2). The
 folder gets ``config.json`` (exported vocab size, ``rope_theta``), ``generation_config.json`` and the
-tokenizer files (docs/spec.md §6), and is written atomically.
+tokenizer files (docs/spec.md §6) and ``checksums.json``, and is written atomically. The checkpoint's checksums are
+verified while it is read; a corrupt newest checkpoint of a training folder is skipped for the next older one
+(a warning; ``fallback=False``: the error).
 
 Hyper-parameters come from ``spirit_checkpoint.json`` (written by ``hf-to-megatron`` and by the trainer:
 ``checkpoint.info``) or from an explicit model config; the tokenizer from ``--tokenizer`` or the checkpoint's
@@ -21,7 +23,8 @@ from typing import Optional
 
 import torch
 
-from ..checkpoint.folder import resolve
+from ..checkpoint.checksums import CorruptCheckpoint, check_manifest, fallback_warning, verified, write_manifest
+from ..checkpoint.folder import resolve_all
 from ..checkpoint.info import find_info, find_tokenizer, model_config_from_info
 from ..model.config import ModelConfig, check_dtype
 from . import layout as L
@@ -109,8 +112,22 @@ def _global_request(key: str, shape, dtype: torch.dtype) -> dict:
 
 
 def megatron_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, tokenizer_dir=None, model_cfg=None,
-                   dtype: Optional[str] = None, max_shard_bytes: int = 5 * 1024**3, progress: bool = True) -> Path:
+                   dtype: Optional[str] = None, max_shard_bytes: int = 5 * 1024**3, progress: bool = True,
+                   fallback: bool = True, warn=print) -> Path:
     """Export; returns the output folder. ``model_cfg`` overrides the checkpoint's ``spirit_checkpoint.json``."""
+    candidates = resolve_all(ckpt_dir)
+    for i, ckpt in enumerate(candidates):
+        try:
+            return _export(ckpt, out_dir, tokenizer_dir, model_cfg, dtype, max_shard_bytes, progress, warn)
+        except CorruptCheckpoint as e:
+            if not fallback or i + 1 == len(candidates):
+                raise
+            warn(fallback_warning(e, candidates[i + 1]))
+    raise AssertionError("unreachable")
+
+
+def _export(ckpt: Path, out_dir, tokenizer_dir, model_cfg, dtype, max_shard_bytes: int, progress: bool,
+            warn) -> Path:
     from megatron.core import dist_checkpointing
     from tqdm import tqdm
 
@@ -119,7 +136,7 @@ def megatron_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, toke
     from ..parallel.local_group import local_group
     from .hf_writer import ShardedSafetensorsWriter
 
-    ckpt = resolve(ckpt_dir)
+    check_manifest(ckpt, warn)
     info = find_info(ckpt)
     if model_cfg is None:
         if info is None:
@@ -136,7 +153,7 @@ def megatron_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, toke
     wanted_dtype = check_dtype(dtype) if dtype is not None else None
     out_dir = Path(out_dir)
 
-    with local_group():
+    with local_group(), atomic_dir(out_dir) as tmp, verified(ckpt):
         meta = dist_checkpointing.load_tensors_metadata(str(ckpt))
         rows, ckpt_dtype = check_checkpoint(meta, ckpt, model_cfg, vocab.full_size)
         out_dtype = wanted_dtype or ckpt_dtype
@@ -146,26 +163,26 @@ def megatron_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, toke
             weight = _load(ckpt, _global_request(key, (rows, model_cfg.hidden_size), ckpt_dtype))[key]
             return L.trim_rows(weight, export_rows).to(out_dtype)
 
-        with atomic_dir(out_dir) as tmp:
-            order = [(n, shape, out_dtype) for n, shape in L.hf_shapes(model_cfg, export_rows).items()]
-            writer = ShardedSafetensorsWriter(tmp, order, max_shard_bytes)
-            writer.add(L.HF_EMBEDDING, vocab_tensor(L.EMBEDDING))
-            for layer in tqdm(range(model_cfg.num_layers), desc="megatron→hf", unit="layer", disable=not progress):
-                loaded = _load(ckpt, _layer_request(model_cfg, rows, layer, ckpt_dtype))
-                for key in L.LAYER_KEYS:
-                    parts = L.layer_from_megatron(key, loaded[key][0], model_cfg)
-                    for part, tensor in zip(L.HF_LAYER_PARTS[key], parts):
-                        writer.add(L.hf_layer_name(layer, part), tensor.to(out_dtype))
-                del loaded
-            norm = _load(ckpt, _global_request(L.FINAL_NORM, (model_cfg.hidden_size,), ckpt_dtype))[L.FINAL_NORM]
-            writer.add(L.HF_FINAL_NORM, norm.to(out_dtype))
-            writer.add(L.HF_OUTPUT, vocab_tensor(L.OUTPUT))
-            writer.close()
-            config = hf_config_dict(model_cfg, export_rows, out_dtype, tokenizer.bos_id, tokenizer.eos_id)
-            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-            generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
-            (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-            for name in TOKENIZER_FILES:
-                if (tok_dir / name).is_file():
-                    shutil.copy(tok_dir / name, tmp / name)
+        order = [(n, shape, out_dtype) for n, shape in L.hf_shapes(model_cfg, export_rows).items()]
+        writer = ShardedSafetensorsWriter(tmp, order, max_shard_bytes)
+        writer.add(L.HF_EMBEDDING, vocab_tensor(L.EMBEDDING))
+        for layer in tqdm(range(model_cfg.num_layers), desc="megatron→hf", unit="layer", disable=not progress):
+            loaded = _load(ckpt, _layer_request(model_cfg, rows, layer, ckpt_dtype))
+            for key in L.LAYER_KEYS:
+                parts = L.layer_from_megatron(key, loaded[key][0], model_cfg)
+                for part, tensor in zip(L.HF_LAYER_PARTS[key], parts):
+                    writer.add(L.hf_layer_name(layer, part), tensor.to(out_dtype))
+            del loaded
+        norm = _load(ckpt, _global_request(L.FINAL_NORM, (model_cfg.hidden_size,), ckpt_dtype))[L.FINAL_NORM]
+        writer.add(L.HF_FINAL_NORM, norm.to(out_dtype))
+        writer.add(L.HF_OUTPUT, vocab_tensor(L.OUTPUT))
+        writer.close()
+        config = hf_config_dict(model_cfg, export_rows, out_dtype, tokenizer.bos_id, tokenizer.eos_id)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
+        (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+        for name in TOKENIZER_FILES:
+            if (tok_dir / name).is_file():
+                shutil.copy(tok_dir / name, tmp / name)
+        write_manifest(tmp)
     return out_dir

@@ -88,13 +88,15 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class CheckpointConfig:
     """``dir``: where this run saves and resumes from. ``finetune_from``: a converted base model (weights only),
-    used when ``dir`` holds no checkpoint yet."""
+    used when ``dir`` holds no checkpoint yet. ``fallback``: resume from the newest *intact* checkpoint when the
+    newest one is corrupt (a loud warning; false: stop with the error instead)."""
 
     dir: str = "checkpoints"
     save_interval: int = 1000
     keep_last: Optional[int] = 3
     finetune_from: Optional[str] = None
     save_on_exit: bool = True
+    fallback: bool = True
 
     def __post_init__(self):
         if self.save_interval < 0:

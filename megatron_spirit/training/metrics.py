@@ -55,19 +55,43 @@ class StepStats:
         return " | ".join(parts)
 
 
-class MetricsLog:
-    """Append-only JSONL of step metrics plus TensorBoard (when installed); rank 0 only."""
+def truncate_jsonl(path: Path, last_step: int) -> int:
+    """Drop the records after ``last_step`` (atomically); returns how many were dropped."""
+    from ..utils.atomic import write_text
 
-    def __init__(self, folder: str | Path, tensorboard: bool = True):
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= last_step:
+                keep.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError):  # a line torn by a kill: dropped with the replayed steps
+            pass
+    if len(keep) != len(lines):
+        write_text(path, "".join(keep))
+    return len(lines) - len(keep)
+
+
+class MetricsLog:
+    """JSONL of step metrics plus TensorBoard (when installed); rank 0 only.
+
+    ``resume_step``: the step a run resumed at. What an earlier run logged after it (the steps the resume
+    replays) is cut off, in metrics.jsonl and in TensorBoard (``purge_step``), so each step appears once.
+    """
+
+    def __init__(self, folder: str | Path, tensorboard: bool = True, resume_step: int = 0):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        truncate_jsonl(self.folder / "metrics.jsonl", resume_step)
         self.jsonl = (self.folder / "metrics.jsonl").open("a")
         self.tb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(self.folder / "tensorboard"))
+                self.tb = SummaryWriter(str(self.folder / "tensorboard"), purge_step=resume_step + 1)
             except ImportError:  # pragma: no cover - tensorboard is a core dependency
                 self.tb = None
         self.t0 = time.time()

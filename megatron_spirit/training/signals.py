@@ -1,7 +1,9 @@
 """Preemption: SIGTERM/SIGUSR1 ask for a checkpoint at the next step boundary, then an exit Slurm can requeue.
 
 A handler only sets a flag; the loop checks it between steps (never mid-collective). Every rank must agree to
-stop at the same step, so the flag is reduced across ranks with MAX before it is acted on.
+stop at the same step, so the flag is reduced across ranks with MAX before it is acted on. ``torchrun`` passes
+a SIGTERM on to each worker's whole process group: the checkpoint's helper processes ignore it and die with
+their rank instead (:mod:`..parallel.helpers`), so the save the signal asks for completes.
 """
 from __future__ import annotations
 

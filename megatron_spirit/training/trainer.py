@@ -113,20 +113,25 @@ class Trainer:
         Padded rows take part in the softmax, so keeping their number is what makes a resume at another TP
         exact; a TP that cannot split the saved size pads anew (and the padded rows start fresh).
         """
+        from ..checkpoint.checksums import CorruptCheckpoint
         from ..checkpoint.resume import read_state
 
-        latest = self.ckpt.latest()
-        if latest is not None:
-            saved = read_state(latest).padded_vocab
+        for latest in self.ckpt.candidates():  # the first one whose state reads (the resume falls back likewise)
+            try:
+                saved = read_state(latest).padded_vocab
+            except CorruptCheckpoint:
+                if not self.cfg.checkpoint.fallback:
+                    break
+                continue
             if saved and saved % self.cfg.parallel.tp == 0 and saved >= self.tokenizer.vocab_size:
                 return int(saved), False
             if saved:
                 log0(f"warning: {latest} has {saved} embedding rows, which tp={self.cfg.parallel.tp} cannot "
                      "split; padding anew (losses after the resume differ slightly from the original layout)")
+            break
         return self.tokenizer.vocab_size, True
 
     def _resume(self) -> None:
-        from ..checkpoint import resume
         from ..checkpoint.weights import load_weights
 
         cfg = self.cfg
@@ -134,9 +139,8 @@ class Trainer:
             for p in self.ckpt.clean_stale():
                 log0(f"removed the unfinished checkpoint {p}")
         dist.barrier()
-        latest = self.ckpt.latest()
+        latest, state = self._load_newest_intact()
         if latest is not None:
-            state = resume.load(latest, self.model, self.optimizer, self.scheduler)
             self.step = int(state.step)
             self.skipped = int(state.skipped)
             if state.consumed_samples != self.step * cfg.schedule.global_batch_size:
@@ -146,13 +150,31 @@ class Trainer:
                 )
             log0(f"resumed from {latest} at step {self.step} (saved layout {state.to_common()['layout']})")
         elif cfg.checkpoint.finetune_from:
-            ckpt_path = load_weights(self.model, cfg.checkpoint.finetune_from)
+            ckpt_path = load_weights(self.model, cfg.checkpoint.finetune_from, fallback=cfg.checkpoint.fallback,
+                                     warn=log0)
             # bf16: the optimizer copied its fp32 main weights from the random init; refresh them from the loaded
             # weights, or the first step overwrites them (megatron's own finetune load does the same).
             self.optimizer.reload_model_params()
             log0(f"initialised weights from {ckpt_path} (weights only; optimizer, step and data start fresh)")
         else:
             log0("starting from random initialisation")
+
+    def _load_newest_intact(self):
+        """Load the newest checkpoint that is intact (checksums, readable files): the one ``latest`` names, else,
+        with a loud warning, the next older complete one; ``checkpoint.fallback: false`` stops at the first error.
+        Returns (the folder loaded, its TrainingState), (None, None) when there is none."""
+        from ..checkpoint import resume
+        from ..checkpoint.checksums import CorruptCheckpoint, fallback_warning
+
+        candidates = self.ckpt.candidates()
+        for i, path in enumerate(candidates):
+            try:
+                return path, resume.load(path, self.model, self.optimizer, self.scheduler)
+            except CorruptCheckpoint as e:
+                if not self.cfg.checkpoint.fallback or i + 1 == len(candidates):
+                    raise
+                log0(fallback_warning(e, candidates[i + 1]))
+        return None, None
 
     # ----------------------------------------------------------------------------------------------- step
     def _forward_step(self, data_iterator, model):
@@ -214,7 +236,8 @@ class Trainer:
         stop = StopRequest()
         rank0 = dist.get_rank() == 0
         log_dir = Path(cfg.logging.dir)
-        metrics = MetricsLog(log_dir, cfg.logging.tensorboard) if rank0 else None
+        # from the resumed step on: the steps a resume replays are logged once
+        metrics = MetricsLog(log_dir, cfg.logging.tensorboard, resume_step=self.step) if rank0 else None
         if rank0:
             (log_dir / "config.yaml").write_text(dump_yaml(cfg))
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

@@ -54,6 +54,28 @@ class Job:
                 pass
             p.wait()
 
+    def survivors(self, wait: float = 10.0) -> list[str]:
+        """Live processes left in the ranks' process groups once the ranks themselves have exited (waits up
+        to ``wait`` seconds for them to go): "pid ppid command" each."""
+        for p in self.procs:
+            p.wait()
+        groups = {p.pid for p in self.procs}
+        deadline = time.time() + wait
+        while True:
+            left = []
+            for entry in os.listdir("/proc"):
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                    fields = stat[stat.rindex(")") + 2:].split()
+                    if int(fields[2]) in groups and fields[0] != "Z":
+                        cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+                        left.append(f"{entry} ppid {fields[1]} {cmd}")
+                except (ValueError, OSError):
+                    continue
+            if not left or time.time() > deadline:
+                return left
+            time.sleep(0.2)
+
     def output(self, rank: int = 0) -> str:
         return self.logs[rank].read_text()
 

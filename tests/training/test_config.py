@@ -31,7 +31,8 @@ def _flavor(flavor: str) -> dict:
                  "prefixes": [], "split": "98,2,0", "cache_dir": "/path/to/dataset_cache", "eod_mask_loss": False,
                  "reset_position_ids": False, "reset_attention_mask": False, "num_workers": 0, "seed": None},
         "checkpoint": {"dir": f"/path/to/checkpoints/spiritlm_{flavor}_7b", "save_interval": 1000, "keep_last": 3,
-                       "finetune_from": f"/path/to/llama2_7b_spirit_{flavor}_megatron", "save_on_exit": True},
+                       "finetune_from": f"/path/to/llama2_7b_spirit_{flavor}_megatron", "save_on_exit": True,
+                       "fallback": True},
         "logging": {"dir": f"/path/to/logs/spiritlm_{flavor}_7b", "log_interval": 10, "tensorboard": True,
                     "plot_loss": True},
     }

@@ -166,7 +166,7 @@ def test_switching_optimizer_kind_is_refused(setup, distopt):
     assert "saved with parallel.distributed_optimizer=True" in out
 
 
-def test_kill9_during_save_keeps_previous_checkpoint(setup):
+def test_kill9_during_save_keeps_previous_checkpoint_and_leaves_no_process(setup):
     root, cfg = setup
     run = root / "kill9"
     job = Job(2, _args(cfg, run, "parallel.tp=2", "checkpoint.save_interval=2"), run)
@@ -181,7 +181,9 @@ def test_kill9_during_save_keeps_previous_checkpoint(setup):
                 killed_at = temps[0].name
         time.sleep(0.01)
     assert killed_at, job.output(0)[-3000:]
+    left = job.survivors()  # the checkpoint writers and dist-checkpointing's Manager die with their rank
     job.wait(60)
+    assert not left, left
     latest = (ckpt / "latest").read_text().strip()
     assert f".{latest}.tmp" != killed_at and (ckpt / latest / "COMPLETE").is_file()
     out = run_train(2, _args(cfg, run, "parallel.tp=2", "schedule.train_steps=8"), run / "again")
