@@ -39,6 +39,7 @@ setup(
         "console_scripts": [
             "spirit-make-tokenizer=megatron_spirit.cli.make_tokenizer:main",
             "spirit-train=megatron_spirit.cli.train:main",
+            "spirit-torchrun=megatron_spirit.cli.torchrun:main",
             "spirit-data=megatron_spirit.cli.data:main",
             "spirit-units=megatron_spirit.cli.units:main",
             "spirit-convert=megatron_spirit.cli.convert:main",

@@ -76,12 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"spirit-train: evaluation config error: {e}", file=sys.stderr)
         return 2
+    from .torchrun import report_exit
+
     try:
         with cpu.compat():  # this entry's one switch for megatron-core without CUDA (undone on return)
-            return run(cfg, evaluators)
+            code = run(cfg, evaluators)
     except (CorruptCheckpoint, SaveFailed) as e:  # named files and folders say it all: no traceback
         print(f"spirit-train: error: {e}", file=sys.stderr)
-        return 1
+        code = 1
+    report_exit(code)  # for spirit-torchrun, which exits with it after a signal (torchrun itself exits 1)
+    return code
 
 
 def _evaluators(cfg) -> list:

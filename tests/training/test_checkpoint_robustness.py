@@ -19,7 +19,7 @@ from .test_trainer import _args, setup  # noqa: F401 - the module's dataset and 
 
 
 def _torchrun(args, log):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+    cmd = [sys.executable, "-m", "megatron_spirit.cli.torchrun", "--nproc-per-node", "2", "--master-port",
            str(free_port()), "-m", "megatron_spirit.cli.train", *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"):
@@ -37,7 +37,8 @@ def _reap(proc):
 
 @pytest.fixture(scope="module")
 def signalled(setup):  # noqa: F811
-    """torchrun, 2 workers, checkpoints every 2 steps, SIGTERM to torchrun once step 5 is logged."""
+    """spirit-torchrun (torchrun itself, plus the workers' exit code), 2 workers, checkpoints every 2 steps,
+    SIGTERM to the launcher once step 5 is logged."""
     root, cfg = setup
     run = root / "torchrun"
     run.mkdir()
@@ -59,8 +60,10 @@ def signalled(setup):  # noqa: F811
 def test_sigterm_to_torchrun_saves_and_workers_exit_with_the_requeue_code(signalled):
     run, code, out = signalled
     assert "BrokenPipeError" not in out and "Traceback" not in out.split("Received")[0], out[-4000:]
-    # The workers save and exit with 3; torchrun itself then re-raises the signal (exit 1: torch's agent).
+    # The workers save and exit with 3; torchrun's agent then re-raises the signal (it alone would exit 1), and
+    # spirit-torchrun exits with the workers' code.
     assert "exiting with 3 so the job is requeued" in out, out[-4000:]
+    assert code == 3 and "SIGTERM received; the workers exited with 3" in out, (code, out[-3000:])
     k = int((run / "ckpt" / "latest").read_text().strip().split("_")[1])
     assert k >= 5 and (run / "ckpt" / f"iter_{k:07d}" / "checksums.json").is_file()
 
