@@ -22,7 +22,7 @@ WHEELS=(
   sentencepiece==0.2.3 protobuf==7.36.2 safetensors==0.8.0 tokenizers==0.23.3 transformers==5.24.0
   huggingface_hub==2.4.0 hf-xet==1.8.0 regex==2026.11.19 filelock==4.3.1 fsspec==2026.9.0
   # core utilities
-  PyYAML==6.0.4 tqdm==4.70.1 psutil==7.2.2 packaging==26.4 typing_extensions==4.16.0
+  PyYAML==6.0.4 tqdm==4.70.1 psutil==7.2.2 packaging==26.4 typing_extensions==4.16.0 xxhash==4.1.0
   # tests
   pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pytest-timeout==2.4.0 hypothesis==6.170.17 sortedcontainers==2.4.0
 )
