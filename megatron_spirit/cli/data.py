@@ -235,13 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ..data.sink import DiskFullError
     from ..data.summary import DataBuildError
+    from .errors import run_reporting
 
-    try:
-        commands = {"build": _build, "pack": _pack, "merge": _merge, "stats": _stats, "mixture": _mixture}
-        return commands[args.command](args)
-    except (ValueError, FileNotFoundError, DataBuildError, DiskFullError) as e:
-        print(f"spirit-data {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    commands = {"build": _build, "pack": _pack, "merge": _merge, "stats": _stats, "mixture": _mixture}
+    return run_reporting(f"spirit-data {args.command}", lambda: commands[args.command](args),
+                         (ValueError, FileNotFoundError, DataBuildError, DiskFullError))
 
 
 if __name__ == "__main__":

@@ -301,12 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from ..speech.extract import ExtractError
+    from .errors import run_reporting
 
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError, ExtractError) as e:
-        print(f"spirit-units {args.cmd}: error: {e}", file=sys.stderr)
-        return 2
+    return run_reporting(f"spirit-units {args.cmd}", lambda: _run(args), (ValueError, FileNotFoundError, ExtractError))
 
 
 if __name__ == "__main__":
