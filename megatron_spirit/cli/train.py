@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spirit-train: config error: {e}", file=sys.stderr)
         return 2
     try:
-        notes = check_training_data(cfg.data)  # the tokenizer, the blend, every dataset whole and of this tokenizer
+        # The tokenizer, the blend, every dataset whole and of this tokenizer; the warnings (datasets that predate
+        # fingerprints) are logged once by the trainer, on rank 0, not by every rank here.
+        check_training_data(cfg.data)
     except (ValueError, OSError) as e:
         print(f"spirit-train: data error: {e}", file=sys.stderr)
         return 2
-    for note in notes:
-        print(f"spirit-train: warning: {note}", file=sys.stderr)
     from ..checkpoint.checksums import CorruptCheckpoint
     from ..checkpoint.resume import SaveFailed
     from ..parallel import cpu

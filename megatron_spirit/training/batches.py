@@ -35,8 +35,10 @@ class TrainData:
     """Train/validation GPTDatasets and per-step micro-batch iterators for this data-parallel rank."""
 
     def __init__(self, cfg: DataConfig, seq_length: int, tokenizer, global_batch: int, micro_batch: int,
-                 num_micro: int, train_steps: int, eval_steps: int = 0, eval_interval: int = 0, seed: int = 1234):
-        """``num_micro``: micro-batches per step on each rank (``TrainConfig.batch_layout``)."""
+                 num_micro: int, train_steps: int, eval_steps: int = 0, eval_interval: int = 0, seed: int = 1234,
+                 warn=None):
+        """``num_micro``: micro-batches per step on each rank (``TrainConfig.batch_layout``); ``warn``: where the
+        data checks' warnings go (default :func:`warnings.warn`; the trainer logs them once, on rank 0)."""
         from megatron.core import parallel_state
 
         from .datasets import build_gpt_datasets, data_blend
@@ -49,7 +51,7 @@ class TrainData:
         train, valid, _ = build_gpt_datasets(
             data_blend(cfg), tokenizer, seq_length, sizes, seed=seed, cache_dir=cfg.cache_dir,
             reset_position_ids=cfg.reset_position_ids, reset_attention_mask=cfg.reset_attention_mask,
-            eod_mask_loss=cfg.eod_mask_loss, create_attention_mask=cfg.reset_attention_mask,
+            eod_mask_loss=cfg.eod_mask_loss, create_attention_mask=cfg.reset_attention_mask, warn=warn,
         )
         if train is None:
             raise ValueError("the training split is empty: check data.split and the datasets")

@@ -149,6 +149,7 @@ def build_gpt_datasets(
     eod_mask_loss: bool = False,
     create_attention_mask: bool = False,
     num_threads: int = 1,
+    warn: Callable[[str], None] | None = None,
 ) -> list:
     """``[train, valid, test]`` datasets (``GPTDataset``/``BlendedDataset`` or None) for a blend config.
 
@@ -171,7 +172,10 @@ def build_gpt_datasets(
         raise ValueError(f"samples must give train, valid, test counts, got {samples!r}")
     mtok = tokenizer if isinstance(tokenizer, SpiritMegatronTokenizer) else SpiritMegatronTokenizer(tokenizer)
     for w in check_blend(b, mtok.spirit.fingerprint, str(mtok.spirit.path)):
-        warnings.warn(w, stacklevel=2)
+        if warn is None:
+            warnings.warn(w, stacklevel=2)
+        else:
+            warn(w)
     config = GPTDatasetConfig(
         random_seed=seed,
         sequence_length=sequence_length,

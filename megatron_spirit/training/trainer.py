@@ -98,7 +98,8 @@ class Trainer:
                               global_batch=s.global_batch_size, micro_batch=s.micro_batch_size,
                               num_micro=self.num_micro,
                               train_steps=s.train_steps, eval_steps=s.eval_steps if s.eval_interval else 0,
-                              eval_interval=s.eval_interval, seed=cfg.data_seed)
+                              eval_interval=s.eval_interval, seed=cfg.data_seed,
+                              warn=lambda w: log0(f"warning: {w}"))
         seq = self.model_cfg.seq_length
         self.flops_per_token = flops_per_token(self.model_cfg, seq, self.vocab_size)  # model FLOPs: MFU
         self.hardware_flops_per_token = flops_per_token(self.model_cfg, seq, self.vocab_size, cfg.parallel.recompute)

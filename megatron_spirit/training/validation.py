@@ -75,7 +75,8 @@ class SubsetValidation:
             _, valid, _ = build_gpt_datasets(
                 blend, tok, cfg.model_config.seq_length, [0, n, 0], seed=cfg.data_seed, cache_dir=cfg.data.cache_dir,
                 reset_position_ids=cfg.data.reset_position_ids, reset_attention_mask=cfg.data.reset_attention_mask,
-                eod_mask_loss=cfg.data.eod_mask_loss, create_attention_mask=cfg.data.reset_attention_mask)
+                eod_mask_loss=cfg.data.eod_mask_loss, create_attention_mask=cfg.data.reset_attention_mask,
+                warn=lambda _: None)  # the same datasets as training's: the trainer has logged their warnings
             if valid is not None:
                 self.datasets[name] = valid
 

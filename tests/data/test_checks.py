@@ -237,3 +237,17 @@ def test_a_full_disk_while_packing_is_named(tmp_path, capsys, monkeypatch):
     assert cli(["pack", "--input", src, "--out", str(tmp_path / "u.spiritpack"), "--no-progress"]) == 2
     assert "no space left on device while writing into" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.jsonl"]
+
+
+def test_spirit_train_warns_once_of_a_dataset_that_predates_fingerprints(tmp_path, tok_dir, capfd, recwarn):
+    s = _text(tmp_path, tok_dir)
+    f = Path(s.prefix + ".summary.json")
+    f.write_text(json.dumps({k: v for k, v in json.loads(f.read_text()).items() if k != "tokenizer_fingerprint"}))
+    assert train_cli(["model.name=tiny", f"data.tokenizer={tok_dir}", f"data.prefixes=[{s.prefix}]",
+                      "data.split=98,2,0", "schedule.train_steps=1", "schedule.global_batch_size=2",
+                      "schedule.micro_batch_size=1", "schedule.eval_interval=1", "schedule.eval_steps=1",
+                      f"checkpoint.dir={tmp_path / 'ck'}", f"logging.dir={tmp_path / 'logs'}"]) == 0
+    out = capfd.readouterr()
+    said = (out.out + out.err).count("records no tokenizer fingerprint")
+    said += sum("records no tokenizer fingerprint" in str(w.message) for w in recwarn)
+    assert said == 1
