@@ -3,7 +3,7 @@
     setup()  → torch.distributed + parallel_state → tokenizer → GPTModel chunks (model.build) → megatron DDP →
                megatron optimizer (distributed or not) + LR scheduler → data → resume / finetune start
     step()   → megatron's forward-backward schedule over the micro-batches → non-finite check → clip + step
-    loop     → log, checkpoint every N steps, on SIGTERM/USR1 save and exit with REQUEUE_EXIT_CODE
+    loop     → log, checkpoint every N steps, on SIGTERM/USR1 save and exit with REQUEUE_EXIT_CODE (Ctrl-C: 130)
 
 Loss is averaged per token over the whole global batch (``calculate_per_token_loss``), so a step is the same
 computation whatever the TP/PP/DP layout; the data position is samples consumed, so a resume continues with
@@ -284,9 +284,10 @@ class Trainer:
                 self.save()
             t_last += time.time() - now  # evaluation, checkpointing and the signal check are not training time
             if stopping:
+                why = "so the job is requeued" if stopping == REQUEUE_EXIT_CODE else "(interrupted: not requeued)"
                 log0(f"signal {stop.received or 'on another rank'}: saved at step {self.step}; exiting with "
-                     f"{REQUEUE_EXIT_CODE} so the job is requeued")
-                exit_code = REQUEUE_EXIT_CODE
+                     f"{stopping} {why}")
+                exit_code = stopping
                 break
         else:
             if cfg.checkpoint.save_on_exit and not (

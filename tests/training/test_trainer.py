@@ -87,6 +87,22 @@ def test_sigterm_saves_and_resume_is_bit_identical(setup, reference):
         assert got[step] == ref[step], (step, got[step], ref[step])  # bit-identical
 
 
+def test_ctrl_c_saves_and_exits_130_without_requeue(setup):
+    root, cfg = setup
+    run = root / "sigint"
+    job = Job(2, _args(cfg, run, "parallel.tp=2", "checkpoint.save_interval=0"), run)
+    metrics = run / "logs" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+        time.sleep(0.2)
+    job.signal(signal.SIGINT)  # what a terminal's Ctrl-C sends to every process of the job
+    assert job.wait(240) == [130, 130], job.output(0)[-3000:]
+    k = int((run / "ckpt" / "latest").read_text().strip().split("_")[1])
+    assert 2 <= k < STEPS
+    assert "exiting with 130 (interrupted: not requeued)" in job.output(0)
+    assert "KeyboardInterrupt" not in job.output(0) + job.output(1)
+
+
 def test_resume_at_another_layout(setup, reference):
     root, cfg = setup
     ref_run, ref = reference
