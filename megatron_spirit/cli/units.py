@@ -20,8 +20,10 @@ def _common_sample(p: argparse.ArgumentParser) -> None:
 def add_extractor_args(e: argparse.ArgumentParser) -> None:
     """The speech tokenizer's arguments (HuBERT, quantizers, flavor, batching): shared with spirit-eval units."""
     e.add_argument("--hubert-model", required=True, help="local HubertModel folder")
-    e.add_argument("--kmeans", required=True, help="HuBERT k-means: our folder, a .npy of centroids, or a "
-                   "TWIST/textlesslib joblib/pickle sklearn KMeans file")
+    e.add_argument("--kmeans", "--quantizer", dest="kmeans", required=True,
+                   help="HuBERT quantizer: our k-means folder, a .npy of centroids, a TWIST/textlesslib "
+                   "joblib/pickle sklearn KMeans file, or the release's linear quantizer checkpoint "
+                   "(L11_quantizer_500.pt: 500 units + a CTC blank filled from the left)")
     e.add_argument("--layer", type=int, default=None,
                    help="HuBERT layer (default: the k-means metadata's, 11 for files without metadata)")
     e.add_argument("--pitch", help="pitch quantizer folder (from train-pitch); needed for expressive")
@@ -42,9 +44,10 @@ def build_extractor(args):
     """The UnitExtractor those arguments describe, and the batch size in seconds to run it with."""
     from ..speech.extract import UnitExtractor
     from ..speech.kmeans import KMeansQuantizer
+    from ..speech.linear_quantizer import load_hubert_quantizer
     from ..speech.pitch import PitchQuantizer
 
-    km = KMeansQuantizer.load(args.kmeans, **({"layer": args.layer} if args.layer is not None else {}))
+    km = load_hubert_quantizer(args.kmeans, args.layer)
     pitch = PitchQuantizer.load(args.pitch) if args.pitch else None
     style = KMeansQuantizer.load(args.style) if args.style else None
     ex = UnitExtractor(args.hubert_model, km, pitch, style, args.flavor, args.device, args.max_chunk_seconds)
