@@ -4,9 +4,9 @@ A model fine-tuned from a released checkpoint must see the release's units (mHuB
 linear quantizer; FCPE pitch VQ-VAE and the wav2vec2 style classifier for EXPRESSIVE). The release's
 tokenizer hands them out in two forms, both read here, one JSON object per input line with an ``id``:
 
-- **the units dict** (its ``encode_units``): ``hubert``, optionally ``pitch`` and ``style``, each a
-  space-separated string (or a list) of frame-level units, not deduplicated, and ``audio``, the file's path
-  when it was given one. Frame ``i`` of a stream starts at ``i / rate`` (HuBERT 25 Hz, pitch 12.5 Hz, style
+- **the units dict** (its ``encode_units``; at the top level or under ``units``): ``hubert``, optionally
+  ``pitch`` and ``style``, each a space-separated string (or a list) of frame-level units, not deduplicated,
+  and ``audio``, the file's path when it was given one. The streams must cover the same seconds. Frame ``i`` of a stream starts at ``i / rate`` (HuBERT 25 Hz, pitch 12.5 Hz, style
   1 Hz), the times the release's own merge gives them, so the manifest keeps every frame: deduplicated runs
   with their start frames and the stream's frame count, exactly what ``spirit-units extract`` writes.
   (The release orders HuBERT by ``i / 24.99`` when it merges; this project's merge does the same.)
@@ -69,6 +69,13 @@ def streams_from_dict(d: dict, where: str) -> dict[str, StreamUnits]:
     for name, stream in RELEASE_STREAMS.items():
         if name in d:
             out[name] = StreamUnits.from_frames(_frame_units(d[name], f"{where} {name}"), stream.rate, stream)
+    # The streams cover the same audio: a stream of another length is a swapped key or a cut record.
+    seconds = {n: su.frames / su.rate for n, su in out.items()}
+    for name, slack in (("pitch", 0.5), ("style", 1.5)):
+        if name in seconds and abs(seconds[name] - seconds["hubert"]) > slack + 0.01 * seconds["hubert"]:
+            raise ReleaseUnitsError(f"{where}: {out[name].frames} {name} units ({seconds[name]:g} s at "
+                                    f"{out[name].rate:g} Hz) do not cover the {out['hubert'].frames} HuBERT frames "
+                                    f"({seconds['hubert']:g} s at 25 Hz)")
     return out
 
 
@@ -124,9 +131,15 @@ def import_record(d: dict, where: str) -> UnitsRecord:
     if rid is None:
         raise ReleaseUnitsError(f"{where}: record has no 'id'")
     where = f"{where} record {rid!r}"
-    if "units" in d:
-        raise ReleaseUnitsError(f"{where}: has 'units' already (this project's manifest?): give the release's "
-                                "units dict (hubert/pitch/style) or its 'string'")
+    if "units" in d:  # the units dict nested as {"id": …, "units": encode_units(…)}
+        nested = d.pop("units")
+        if not isinstance(nested, dict) or any(isinstance(v, dict) for v in nested.values()):
+            raise ReleaseUnitsError(f"{where}: its 'units' are not the release's units dict (this project's "
+                                    "manifest already?): give hubert/pitch/style as frame-level units, or a 'string'")
+        clash = sorted(set(nested) & set(d))
+        if clash:
+            raise ReleaseUnitsError(f"{where}: {', '.join(clash)} both in 'units' and at the top level")
+        d.update(nested)
     extra = {k: v for k, v in d.items() if k not in ("hubert", "pitch", "style", "string", "audio", "duration")}
     if "string" in d:
         if any(k in d for k in RELEASE_STREAMS):

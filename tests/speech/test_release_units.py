@@ -35,6 +35,8 @@ def test_units_dict_keeps_every_frame_and_the_releases_order():
     assert got.extra["path"] == f"/data/{rec['id']}.flac" and got.extra["words"] == rec["words"]
     hu, pi, st = (want.streams[n].frame_level() for n in ("hubert", "pitch", "style"))
     assert got.merged("expressive").string() == units_to_string(hu, pi, st)  # the release's merge, natively
+    nested = {"id": "n", "units": {k: v for k, v in as_release_dict(rec).items() if k in ("hubert", "pitch", "style")}}
+    assert import_record(nested, "x").streams["pitch"].units.tolist() == want.streams["pitch"].units.tolist()
     # Without a duration or a readable audio file, it comes from the HuBERT frames.
     d = as_release_dict(rec)
     del d["duration"]
@@ -60,6 +62,8 @@ def test_unit_string_order_is_kept_exactly(string):
     ({"id": "a", "hubert": "1 x 2"}, "'x' is not a unit number"),
     ({"id": "a", "hubert": "1 600"}, "hubert unit out of range"),
     ({"id": "a", "hubert": "1", "style": "3"}, "style units without pitch"),
+    ({"id": "a", "hubert": " ".join(["1"] * 100), "pitch": "2 3"}, "2 pitch units .* do not cover the 100 HuBERT"),
+    ({"id": "a", "units": {"hubert": {"rate": 25, "units": [1]}}}, "not the release's units dict"),
     ({"id": "a", "string": "[Hu1][Hu1]"}, "repeats the previous hubert unit"),
     ({"id": "a", "string": "[Hu1] hello"}, "something other than unit tokens"),
     ({"id": "a", "string": "[Hu1]", "words": []}, "import the release's units dict"),
