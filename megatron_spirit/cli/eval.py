@@ -146,7 +146,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--tokenizer", help="SpiRit tokenizer folder (default: the model folder)")
     g.add_argument("--flavor", choices=("base", "expressive"), default=None,
                    help="which unit streams speech output may use (default: the tokenizer's)")
-    g.add_argument("--prompt", required=True, help="the prompt string")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="the prompt string")
+    src.add_argument("--prompt-file", help="a file holding the prompt string (long unit prompts)")
     g.add_argument("--modality", choices=("text", "speech", "free"), default="text", help="output modality")
     g.add_argument("--max-new-tokens", type=int, default=200, help="tokens generated")
     g.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (the release's 0.8)")
@@ -307,7 +309,13 @@ def _run(args) -> int:
                              add_markers=not args.no_markers, min_speech_units=args.min_speech_units)
         tok = SpiritTokenizer(args.tokenizer or args.model, args.flavor)
         model = load_hf_model(args.model, args.device, args.dtype)
-        text = json.dumps(generate(model, tok, args.prompt, args.modality, cfg).to_json(), ensure_ascii=False)
+        if args.prompt_file:
+            from pathlib import Path
+
+            prompt = Path(args.prompt_file).read_text(encoding="utf-8").strip()
+        else:
+            prompt = args.prompt
+        text = json.dumps(generate(model, tok, prompt, args.modality, cfg).to_json(), ensure_ascii=False)
         if args.out:
             write_text(args.out, text + "\n")
         print(text)

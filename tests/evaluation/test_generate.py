@@ -175,3 +175,8 @@ def test_cli_generate(hf_model_dir, tmp_path, capsys):
     assert len(d["ids"]) == 6 and d["segments"][0]["modality"] == "speech"
     assert d["prompt"].endswith("[Text]the cat[Speech]")
     assert main(["generate", "--model", str(hf_model_dir), "--prompt", "x", "--top-p", "0"]) == 2
+    (tmp_path / "p.txt").write_text("[Speech]" + "[Hu3][Hu9]" * 40 + "\n")
+    assert main(["generate", "--model", str(hf_model_dir), "--prompt-file", str(tmp_path / "p.txt"),
+                 "--modality", "free", "--max-new-tokens", "5", "--greedy"]) == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert d["prompt"] == "[Speech]" + "[Hu3][Hu9]" * 40 and len(d["ids"]) <= 5
