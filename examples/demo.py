@@ -213,24 +213,26 @@ def export(folder: Path, ctx: dict) -> dict:
 
 @stage("09_generate")
 def generate(folder: Path, ctx: dict) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from megatron_spirit.evaluation.generate import generate as gen
+    from megatron_spirit.evaluation.generate import GenerateConfig, generate as gen
     from megatron_spirit.speech.manifest import UnitsRecord
     from megatron_spirit.tokenizer.tokenizer import SpiritTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(ctx["hf_model"]).eval()
-    hf_tok = AutoTokenizer.from_pretrained(ctx["hf_model"])
-    vocab = SpiritTokenizer(ctx["tokenizer"]).vocab
+    tok = SpiritTokenizer(ctx["tokenizer"])
     rec = UnitsRecord.from_json(open(ctx["units_manifest"]).readline())
     speech_prompt = "[Speech]" + rec.merged("expressive").string()[:200].rsplit("[", 1)[0]
     text_prompt = "[Text]the old man found"
-    speech = gen(model, hf_tok, vocab, speech_prompt, "speech", max_new_tokens=30)
-    text = gen(model, hf_tok, vocab, text_prompt, "text", max_new_tokens=20)
-    (folder / "samples.json").write_text(json.dumps({"speech_prompt": speech_prompt, "speech": speech,
-                                                     "text_prompt": text_prompt, "text": text}, indent=1))
-    return {"speech_prompt": speech_prompt[:80] + "...", "speech_continuation": speech[:160],
-            "text_prompt": text_prompt, "text_continuation": text}
+    # The release's sampling (temperature 0.8, top-p 0.95); speech → speech, text → text, then text → free.
+    speech = gen(model, tok, speech_prompt, "speech", GenerateConfig(max_new_tokens=30))
+    text = gen(model, tok, text_prompt, "text", GenerateConfig(max_new_tokens=20))
+    free = gen(model, tok, text_prompt, "free", GenerateConfig(max_new_tokens=40, min_speech_units=0))
+    (folder / "samples.json").write_text(json.dumps({"speech": speech.to_json(), "text": text.to_json(),
+                                                     "free": free.to_json()}, indent=1))
+    return {"speech_prompt": speech_prompt[:80] + "...", "speech_continuation": speech.text[:160],
+            "text_prompt": text_prompt, "text_continuation": text.text,
+            "free_segments": [(s.modality, s.content[:40]) for s in free.segments]}
 
 
 @stage("10_eval")

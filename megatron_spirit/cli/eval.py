@@ -23,6 +23,7 @@ log-probability given the context (log-softmax over the full vocabulary), summed
   spirit-eval mmlu --model HF_DIR --data mmlu/data --shots 5 --out results/mmlu   (local csv files)
   spirit-eval score --megatron CKPT --tp 2 --pp 2 ...   (under torchrun: a megatron-core checkpoint directly)
   spirit-eval fewshot asr|tts|ic --model HF_DIR --data units/librispeech --out results/asr   (Appendix B)
+  spirit-eval generate --model HF_DIR --prompt "[Text]the old man" --modality text|speech|free
 
 Prompts: <s> then [Text]/[Speech] wherever the modality changes: <s>[Speech]units, <s>[Text]word,
 <s>[Text]context[Speech]ending-units, <s>[Speech]context-units[Text]ending.
@@ -134,6 +135,33 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="output folder")
     f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     f.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+
+    g = sub.add_parser("generate", help="continue a prompt in text, speech or free modality, as the release does",
+                       description="Prompt: text, [Text]/[Speech] markers and unit tokens ([Hu12][Pi3][St7]). "
+                       "text/speech output appends that modality's marker unless the prompt already ends in it and "
+                       "samples only its ids (speech: units only, no EOS); free output appends nothing and splits "
+                       "the continuation into text and speech segments (docs/spec.md §7). Prints JSON.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("--model", required=True, help="exported Hugging Face model folder")
+    g.add_argument("--tokenizer", help="SpiRit tokenizer folder (default: the model folder)")
+    g.add_argument("--flavor", choices=("base", "expressive"), default=None,
+                   help="which unit streams speech output may use (default: the tokenizer's)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="the prompt string")
+    src.add_argument("--prompt-file", help="a file holding the prompt string (long unit prompts)")
+    g.add_argument("--modality", choices=("text", "speech", "free"), default="text", help="output modality")
+    g.add_argument("--max-new-tokens", type=int, default=200, help="tokens generated")
+    g.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (the release's 0.8)")
+    g.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (the release's 0.95)")
+    g.add_argument("--top-k", type=int, default=50, help="top-k (transformers' default, left on by the release; 0 = off)")
+    g.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g.add_argument("--min-speech-units", type=int, default=24,
+                   help="free mode: drop later speech segments with fewer HuBERT units (the release's rule; 0 keeps all)")
+    g.add_argument("--no-markers", action="store_true", help="use the prompt exactly as given (no marker added)")
+    g.add_argument("--out", help="also write the JSON here")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    g.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
 
     t = sub.add_parser("table", help="tables (Markdown, CSV) and a PNG comparing results.json files",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -267,6 +295,30 @@ def _run(args) -> int:
         run_fewshot(args.task, model, tok, bd.bench.labels, bd.units, bd.flavor, args.out, args.shots,
                     args.max_items, args.max_new_tokens, args.seed, args.device, os.path.abspath(args.model))
         print(f"wrote {args.out}/results.json, items/{args.task}.jsonl")
+        return 0
+    if args.cmd == "generate":
+        import json
+
+        from ..evaluation.generate import GenerateConfig, generate
+        from ..evaluation.hf import load_hf_model
+        from ..tokenizer.tokenizer import SpiritTokenizer
+        from ..utils.atomic import write_text
+
+        cfg = GenerateConfig(max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
+                             temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
+                             add_markers=not args.no_markers, min_speech_units=args.min_speech_units)
+        tok = SpiritTokenizer(args.tokenizer or args.model, args.flavor)
+        model = load_hf_model(args.model, args.device, args.dtype)
+        if args.prompt_file:
+            from pathlib import Path
+
+            prompt = Path(args.prompt_file).read_text(encoding="utf-8").strip()
+        else:
+            prompt = args.prompt
+        text = json.dumps(generate(model, tok, prompt, args.modality, cfg).to_json(), ensure_ascii=False)
+        if args.out:
+            write_text(args.out, text + "\n")
+        print(text)
         return 0
     if args.cmd == "table":
         from ..evaluation.report import load_results, markdown, write_tables

@@ -20,8 +20,10 @@ def _common_sample(p: argparse.ArgumentParser) -> None:
 def add_extractor_args(e: argparse.ArgumentParser) -> None:
     """The speech tokenizer's arguments (HuBERT, quantizers, flavor, batching): shared with spirit-eval units."""
     e.add_argument("--hubert-model", required=True, help="local HubertModel folder")
-    e.add_argument("--kmeans", required=True, help="HuBERT k-means: our folder, a .npy of centroids, or a "
-                   "TWIST/textlesslib joblib/pickle sklearn KMeans file")
+    e.add_argument("--kmeans", "--quantizer", dest="kmeans", required=True,
+                   help="HuBERT quantizer: our k-means folder, a .npy of centroids, a TWIST/textlesslib "
+                   "joblib/pickle sklearn KMeans file, or the release's linear quantizer checkpoint "
+                   "(L11_quantizer_500.pt: 500 units + a CTC blank filled from the left)")
     e.add_argument("--layer", type=int, default=None,
                    help="HuBERT layer (default: the k-means metadata's, 11 for files without metadata)")
     e.add_argument("--pitch", help="pitch quantizer folder (from train-pitch); needed for expressive")
@@ -42,9 +44,10 @@ def build_extractor(args):
     """The UnitExtractor those arguments describe, and the batch size in seconds to run it with."""
     from ..speech.extract import UnitExtractor
     from ..speech.kmeans import KMeansQuantizer
+    from ..speech.linear_quantizer import load_hubert_quantizer
     from ..speech.pitch import PitchQuantizer
 
-    km = KMeansQuantizer.load(args.kmeans, **({"layer": args.layer} if args.layer is not None else {}))
+    km = load_hubert_quantizer(args.kmeans, args.layer)
     pitch = PitchQuantizer.load(args.pitch) if args.pitch else None
     style = KMeansQuantizer.load(args.style) if args.style else None
     ex = UnitExtractor(args.hubert_model, km, pitch, style, args.flavor, args.device, args.max_chunk_seconds)
@@ -164,6 +167,18 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--workers", type=int, default=2, help="audio reading threads")
     a.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, …")
 
+    r = sub.add_parser("import-release", formatter_class=_FMT,
+                       help="the release speech tokenizer's units (dict or string form) → a units manifest",
+                       description="Reads JSONL records with an 'id' and either the release tokenizer's units dict "
+                       "(encode_units: 'hubert', 'pitch', 'style' as space-separated frame-level units, 'audio') or "
+                       "its unit string ('string': [St7][Pi15][Hu1]...), other fields passed through, and writes "
+                       "a units manifest (what extract writes: HuBERT 25 Hz, pitch 12.5 Hz, style 1 Hz, runs with "
+                       "start frames) for spirit-data pack/build. A string has no durations: its units get the "
+                       "earliest frames that keep its token order (\"timing\": \"order\"), and it may not carry an "
+                       "alignment.")
+    r.add_argument("--input", required=True, nargs="+", help="JSONL files of release-format records")
+    r.add_argument("--out", required=True, help="units manifest to write (JSONL; written atomically)")
+
     c = sub.add_parser("synth-corpus", formatter_class=_FMT,
                        help="speak generated sentences with espeak-ng: wavs + manifest with word alignments",
                        description="A small synthetic corpus for demos and tests: --sentences sentences from "
@@ -259,6 +274,12 @@ def _run(args) -> int:
         a = align_shard(args.manifest, args.out, model, shard, n, batch_seconds, args.min_score, args.textgrid,
                         args.workers, max_trellis_bytes=int(args.max_trellis_gb * 2**30))
         _print_align(a, shard, n, args.out)
+    elif args.cmd == "import-release":
+        from ..speech.release_units import import_release_units
+
+        s = import_release_units(args.input, args.out)
+        print(f"wrote {s.out}: {s.records} records ({s.from_dict} from units dicts, {s.from_string} from unit "
+              "strings)")
     elif args.cmd == "synth-corpus":
         from ..synth.espeak import write_corpus
         from ..synth.text import sentences

@@ -26,6 +26,7 @@ from .audio import SAMPLE_RATE, AudioError, audio_duration, load_audio
 from .corpus import AudioItem, BadLine, read_manifest_lines
 from .hubert import HubertFeaturizer
 from .kmeans import KMeansQuantizer
+from .linear_quantizer import LinearQuantizer
 from .manifest import StreamUnits, UnitsRecord
 from .f0 import extract_f0
 from .pitch import PitchQuantizer
@@ -39,7 +40,7 @@ class ExtractError(RuntimeError):
 class UnitExtractor:
     """HuBERT (+ pitch and style for the expressive flavor) units of waveforms, batched."""
 
-    def __init__(self, hubert_model: str | Path, hubert_kmeans: KMeansQuantizer,
+    def __init__(self, hubert_model: str | Path, hubert_kmeans: KMeansQuantizer | LinearQuantizer,
                  pitch: PitchQuantizer | None = None, style: KMeansQuantizer | None = None,
                  flavor: str = "base", device: str = "auto", max_chunk_seconds: float = 100.0):
         self.flavor = check_flavor(flavor)
@@ -58,7 +59,7 @@ class UnitExtractor:
                 raise ValueError(f"{name} has dim {q.dim} but {hubert_model} has hidden size "
                                  f"{self.featurizer.hidden_size}")
         if hubert_kmeans.k > HUBERT.count:
-            raise ValueError(f"HuBERT k-means has {hubert_kmeans.k} clusters; the vocabulary holds {HUBERT.count}")
+            raise ValueError(f"HuBERT quantizer has {hubert_kmeans.k} units; the vocabulary holds {HUBERT.count}")
         if style is not None and style.k > STYLE.count:
             raise ValueError(f"style k-means has {style.k} clusters; the vocabulary holds {STYLE.count}")
         if pitch is not None and pitch.cfg.codes > PITCH.count:
