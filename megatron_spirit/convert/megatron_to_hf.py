@@ -29,7 +29,7 @@ from ..checkpoint.info import find_info, find_tokenizer, model_config_from_info
 from ..model.config import ModelConfig, check_dtype
 from . import layout as L
 
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "spirit_tokenizer.json",
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spirit_tokenizer.json",
                    "LICENSE", "LICENSE.txt", "USE_POLICY.md")
 
 
