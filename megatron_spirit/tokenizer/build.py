@@ -110,6 +110,26 @@ def write_hf_files(out_dir: str | os.PathLike, flavor: str, base_size: int, prot
     (out_dir / SPIRIT_META).write_text(json.dumps(meta, indent=2) + "\n")
 
 
+LICENCE_FILES = ("LICENSE", "LICENSE.txt", "USE_POLICY.md")
+
+
+def copy_tokenizer(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """What a checkpoint or an export carries of a tokenizer folder (a SpiRit tokenizer's, or a whole HF model
+    folder's): ``tokenizer.model``, our metadata and the licence, as they are, and the Hugging Face files
+    written afresh from the model, so that an export of a released model gets files whose ids and decoding
+    match :class:`SpiritTokenizer` (docs/spec.md §6). Deterministic: copying a copy gives the same bytes."""
+    src = Path(src)
+    src_dir = src if src.is_dir() else src.parent
+    tok = SpiritTokenizer(src_dir)
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (TOKENIZER_MODEL, SPIRIT_META) + LICENCE_FILES:
+        if (src_dir / name).is_file():
+            shutil.copy(src_dir / name, dst / name)
+    write_hf_tokenizer_files(dst, load_model_proto(src_dir), tok.flavor)
+    return dst
+
+
 def build_tokenizer(base_model: str | os.PathLike, out_dir: str | os.PathLike, flavor: str = "expressive") -> Path:
     """Write the extended tokenizer folder atomically and check it; return the folder."""
     check_flavor(flavor)
@@ -123,7 +143,7 @@ def build_tokenizer(base_model: str | os.PathLike, out_dir: str | os.PathLike, f
         base_path = Path(base_model)
         # Keep the base model's licence/readme if it came as a folder: users redistribute the result.
         if base_path.is_dir():
-            for extra in ("LICENSE", "LICENSE.txt", "USE_POLICY.md"):
+            for extra in LICENCE_FILES:
                 if (base_path / extra).is_file():
                     shutil.copy(base_path / extra, tmp / extra)
         SpiritTokenizer(tmp).check()
