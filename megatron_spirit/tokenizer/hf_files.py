@@ -20,17 +20,19 @@ from pathlib import Path
 
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-from .vocab import FLAVOR_STREAMS
+from .vocab import FLAVOR_STREAMS, TEXT_MARKER, new_tokens
 
 _PIECE = sp_pb2.ModelProto.SentencePiece
 SPECIAL = ("<unk>", "<s>", "</s>")
 
 
-def _merges(proto: sp_pb2.ModelProto) -> list[tuple[str, str]]:
+def _merges(proto: sp_pb2.ModelProto, base_size: int) -> list[tuple[str, str]]:
+    """Merges among the base vocabulary's NORMAL pieces only (nothing from ``base_size`` on, whatever a released
+    model's types there)."""
     vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
-    normal = {p.piece for p in proto.pieces if p.type == _PIECE.NORMAL}
+    normal = {p.piece for p in proto.pieces[:base_size] if p.type == _PIECE.NORMAL}
     ranked = []
-    for i, p in enumerate(proto.pieces):
+    for i, p in enumerate(proto.pieces[:base_size]):
         if p.type != _PIECE.NORMAL:
             continue
         s = p.piece
@@ -65,7 +67,9 @@ def tokenizer_json(proto: sp_pb2.ModelProto, flavor: str) -> str:
     from tokenizers.models import BPE
 
     vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
-    tok = Tokenizer(BPE(vocab=vocab, merges=_merges(proto), unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    base_size = vocab[TEXT_MARKER]
+    tok = Tokenizer(BPE(vocab=vocab, merges=_merges(proto, base_size), unk_token="<unk>", fuse_unk=True,
+                        byte_fallback=True))
     # sentencepiece's own normalization, per text segment as SpiritTokenizer runs it (LLaMA-2: none at all).
     spec, steps = proto.normalizer_spec, []
     if spec.precompiled_charsmap:
@@ -83,8 +87,8 @@ def tokenizer_json(proto: sp_pb2.ModelProto, flavor: str) -> str:
         decoders.Strip(" ", 1, 0),  # the first segment's
     ])
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
-    spirit = [p.piece for p in proto.pieces if p.type == _PIECE.USER_DEFINED]
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in spirit])
+    # The flavor's SpiRit pieces are split out of text (as SpiritTokenizer does); fillers stay out of reach.
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in new_tokens(flavor)])
     bos = vocab["<s>"]
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
                                                        special_tokens=[("<s>", bos)])

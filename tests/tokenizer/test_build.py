@@ -90,6 +90,24 @@ def test_an_extended_tokenizer_extends_to_itself(spirit_tokenizer_dir, tmp_path)
     assert not (tmp_path / "wide").exists()
 
 
+def test_fillers_of_another_type_are_rewritten_unused(spirit_tokenizer_dir, tmp_path):
+    """A released tokenizer may hold its fillers as pieces sentencepiece emits; rebuilding makes them UNUSED."""
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+    proto = load_model_proto(spirit_tokenizer_dir)
+    for p in proto.pieces:
+        if p.piece.startswith("[Madeuptoken"):
+            p.type = sp_pb2.ModelProto.SentencePiece.USER_DEFINED
+    (tmp_path / "release").mkdir()
+    (tmp_path / "release" / "tokenizer.model").write_bytes(proto.SerializeToString())
+    tok = SpiritTokenizer(tmp_path / "release")  # the names are SPEC's: it loads
+    last = tok.vocab_size - 1
+    assert last in tok.encode(f"[Madeuptoken{last}]")
+    fixed = build_tokenizer(tmp_path / "release", tmp_path / "fixed", "expressive")
+    assert (fixed / "tokenizer.model").read_bytes() == (spirit_tokenizer_dir / "tokenizer.model").read_bytes()
+    assert last not in SpiritTokenizer(fixed).encode(f"[Madeuptoken{last}]")
+
+
 def test_a_wrong_layout_is_refused_naming_the_first_bad_piece(spirit_tokenizer_dir):
     proto = load_model_proto(spirit_tokenizer_dir)
     base = [p.piece for p in proto.pieces].index("[Text]")
