@@ -4,8 +4,8 @@ straight to their ids.
 Splitting special tokens out before sentencepiece runs is what keeps a leading ``[Hu30]`` one id (sentencepiece
 alone would put a dummy-prefix ``▁`` in front of it) and what makes ``[TEXT]``/``[SPEECH]`` aliases work.
 Each text segment is encoded as sentencepiece encodes a standalone text (with its dummy prefix), which is also
-what ``transformers``' LlamaTokenizer does with this folder, so ids match between the two for canonical
-strings (no space before a marker).
+what the folder's ``tokenizer.json`` (``hf_files``) makes ``transformers.AutoTokenizer`` do, so ids and decoded
+strings match between the two for canonical strings (no space next to a marker or unit).
 """
 from __future__ import annotations
 

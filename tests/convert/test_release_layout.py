@@ -68,6 +68,9 @@ def release(tmp_path_factory, tokenizers) -> Path:
     folder = _random_llama(tmp_path_factory.mktemp("release") / "spirit-lm-expressive-7b", 32768, seed=5)
     for name in RELEASE_TOKENIZER_FILES:
         shutil.copy(tokenizers["expressive"] / name, folder / name)
+    # The release's code loads a LlamaTokenizer (slow in transformers 4.x) from the folder.
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True,
+                                                              "add_eos_token": False, "legacy": True}))
     return folder
 
 
