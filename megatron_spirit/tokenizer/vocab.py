@@ -86,11 +86,6 @@ def new_tokens(flavor: str = "expressive") -> list[str]:
     return tokens
 
 
-def flavor_of_stream(stream: Stream) -> str:
-    """The smallest flavor whose tokenizer holds this stream's pieces."""
-    return "base" if stream in FLAVOR_STREAMS["base"] else "expressive"
-
-
 @dataclass(frozen=True)
 class SpiritVocab:
     """Ids of the SpiRit tokens for a given base vocabulary size (32000 for LLaMA-2)."""
