@@ -1,7 +1,7 @@
 """The training workload both throughput stages measure: a 7B-shaped slice and its batch.
 
 LLaMA-2 7B widths (hidden 4096, FFN 11008, 32 heads, RoPE θ 100,000 as the SpiRit recipe), ``layers`` of its 32
-layers, sequence 4096, bf16, the SpiRit expressive vocabulary over LLaMA-2's 32,000 (32,667, padded to 32,768).
+layers, sequence 4096, bf16, the SpiRit expressive vocabulary over LLaMA-2's 32,000 (32,768 with its fillers).
 The micro-batch is the one ``spirit-plan`` recommends for the whole 7B recipe on a node of this GPU (8 GPUs,
 global batch 256); a step is ``num_micro`` such micro-batches (gradient accumulation), as a data-parallel rank of
 that layout runs. The dry run keeps every code path with the ``tiny`` model in fp32 on CPU.

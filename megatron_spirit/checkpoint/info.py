@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -35,11 +34,13 @@ def write_info(ckpt_dir: str | os.PathLike, model_cfg, tokenizer_base_size: int,
 
 def describe(folder: str | os.PathLike, model_cfg, tokenizer, padded_vocab: int, dtype: str,
              extra: Optional[dict] = None) -> None:
-    """The info file and a copy of ``tokenizer``'s folder (a ``SpiritTokenizer``) into ``folder`` (one rank)."""
+    """The info file and a copy of ``tokenizer``'s files (a ``SpiritTokenizer``; its folder may be a whole HF
+    model's, whose weights are not copied) into ``folder`` (one rank)."""
+    from ..tokenizer.build import copy_tokenizer
+
     v = tokenizer.vocab
     write_info(folder, model_cfg, v.base_size, v.flavor, padded_vocab, dtype, extra)
-    src = Path(tokenizer.path)
-    shutil.copytree(src if src.is_dir() else src.parent, Path(folder) / TOKENIZER_SUBDIR)
+    copy_tokenizer(tokenizer.path, Path(folder) / TOKENIZER_SUBDIR)
 
 
 def read_info(ckpt_dir: str | os.PathLike) -> Optional[dict]:

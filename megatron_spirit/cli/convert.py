@@ -28,7 +28,8 @@ def parser() -> argparse.ArgumentParser:
         "hf-to-megatron",
         help="HF LLaMA folder → megatron-core checkpoint with the SpiRit vocabulary",
         description="Read a local HF LLaMA checkpoint (safetensors or .bin, sharded or not), extend the embedding "
-        "and output layer to the SpiRit tokenizer (new rows ~ N(0, init_method_std²) with --seed), pad to "
+        "and output layer to the SpiRit tokenizer (new rows ~ N(0, init_method_std²) with --seed; a checkpoint "
+        "that is already SpiRit keeps every row, and its rope_theta), pad to "
         "Megatron's size (make_vocab_size_divisible_by × TP), record the target RoPE base, and write a "
         "megatron-core torch_dist checkpoint that loads (resharding) at any TP/PP. The folder also holds "
         "spirit_checkpoint.json (the model config) and tokenizer/.",
@@ -36,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
     )
     h.add_argument("--hf", required=True, help="Hugging Face model folder (config.json + weights)")
     h.add_argument("--tokenizer", required=True, help="SpiRit tokenizer folder (spirit-make-tokenizer) built from "
-                   "this model's tokenizer.model")
+                   "this model's tokenizer.model; for a SpiRit checkpoint (a released SpiRit-LM or an export) the "
+                   "checkpoint folder itself, or spirit-make-tokenizer --base-model <it>")
     h.add_argument("--out", required=True, help="output checkpoint folder (replaced if it exists)")
     h.add_argument("--tp", type=int, default=1, help="tensor-parallel size the vocabulary is padded for "
                    "(checked against the heads; other sizes still load)")

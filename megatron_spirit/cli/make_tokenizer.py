@@ -4,16 +4,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..tokenizer.vocab import FLAVORS, SpiritVocab
+from ..tokenizer.vocab import FLAVORS, SpiritVocab, new_tokens
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spirit-make-tokenizer",
         description=(
-            "Append [Text], [Speech], [Hu0..500], [Pi0..63], [St0..99] to a LLaMA-2-style sentencepiece model "
-            "as user-defined pieces (base ids unchanged; new ids = base size + docs/spec.md §1 offsets) and write a "
-            "folder that both megatron_spirit and transformers.AutoTokenizer load."
+            "Append [Text], [Speech], [Hu0..500] (and for EXPRESSIVE [Pi0..63], [St0..99]) to a LLaMA-2-style "
+            "sentencepiece model as user-defined pieces (base ids unchanged; new ids = base size + docs/spec.md §1 "
+            "offsets), then filler pieces [Madeuptoken<id>] up to the exported size, and write a folder that both "
+            "megatron_spirit and transformers.AutoTokenizer load. The base may already be a SpiRit tokenizer (a "
+            "released SpiRit-LM's or an export's) whose pieces sit at SPEC's ids: every id is kept."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -22,8 +24,8 @@ def parser() -> argparse.ArgumentParser:
         "--flavor",
         choices=FLAVORS,
         default="base",
-        help="base: HuBERT units only (exported vocab 32512); expressive: also pitch and style (32768). "
-        "Both hold every piece, so ids never depend on the flavor.",
+        help="base: HuBERT units only (32512 ids for LLaMA-2); expressive: also pitch and style (32768). "
+        "An id means the same piece in both.",
     )
     p.add_argument("--out", required=True, help="output folder (written atomically; replaced if it exists)")
     return p
@@ -41,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tok = SpiritTokenizer(out)
     v: SpiritVocab = tok.vocab
+    spirit = len(new_tokens(v.flavor))
     print(
-        f"wrote {out}: {v.base_size} base + {v.full_size - v.base_size} SpiRit pieces; "
+        f"wrote {out}: {v.base_size} base + {spirit} SpiRit pieces + {v.full_size - v.base_size - spirit} fillers "
+        f"= {v.full_size}; "
         f"[Text]={v.text_id} [Speech]={v.speech_id} [Hu0]={v.stream_offset(v.streams[0])}; "
         f"flavor {v.flavor}, exported vocab size {v.export_size}"
     )

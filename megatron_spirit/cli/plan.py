@@ -32,7 +32,8 @@ def parser() -> argparse.ArgumentParser:
     vocab = p.add_mutually_exclusive_group()
     vocab.add_argument(
         "--vocab-size", type=int, default=None,
-        help="tokenizer size (default: LLaMA-2's 32000 + the SpiRit pieces = 32667; padded the Megatron way)",
+        help="tokenizer size (default: LLaMA-2's 32000 + the EXPRESSIVE SpiRit pieces and fillers = 32768; padded the "
+        "Megatron way)",
     )
     vocab.add_argument("--tokenizer", default=None, help="a spirit tokenizer folder to take the vocabulary size from")
     p.add_argument("--steps", type=int, default=200_000, help="training steps, for the GPU-hours estimate")

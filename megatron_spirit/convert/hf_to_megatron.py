@@ -8,6 +8,10 @@ padding rows Megatron needs (``padded_vocab_size(tokenizer size, make_vocab_size
 RoPE base is the target config's (the recipe's 100,000): it is a model hyper-parameter, not a tensor, so it
 is recorded in ``spirit_checkpoint.json`` with the rest of the config.
 
+A checkpoint that is already SpiRit (a released SpiRit-LM, or this project's export: ``vocab_size`` equal to
+the tokenizer's size, 32512 BASE / 32768 EXPRESSIVE) keeps every row as it is; only Megatron's padding rows are
+added, and its RoPE base is its own ``rope_theta`` unless one is given.
+
 The output folder (written atomically) is a standard megatron-core ``torch_dist`` checkpoint that loads and
 reshards at any TP/PP (see ``checkpoint.weights.load_weights``), plus ``spirit_checkpoint.json`` and a copy of
 the tokenizer in ``tokenizer/`` (``checkpoint.info``).
@@ -123,6 +127,7 @@ def plan_conversion(hf: HFCheckpoint, tokenizer_dir, tp: int, pp: int, model_cfg
     from ..tokenizer.tokenizer import SpiritTokenizer
 
     check_hf_config(hf)
+    model_cfg_given = model_cfg
     if model_cfg is None:
         model_cfg = model_config_from_hf(hf.config, rope_base or RECIPE_ROPE_BASE, str(hf.folder))
     else:
@@ -133,17 +138,24 @@ def plan_conversion(hf: HFCheckpoint, tokenizer_dir, tp: int, pp: int, model_cfg
 
     tokenizer = SpiritTokenizer(tokenizer_dir)
     hf_vocab = hf.config.get("vocab_size")
-    base = tokenizer.vocab.base_size
-    if hf_vocab != base:
+    base, export = tokenizer.vocab.base_size, tokenizer.vocab_size
+    if hf_vocab not in (base, export):
         raise ValueError(
-            f"tokenizer {tokenizer_dir} extends a base vocabulary of {base} pieces but the checkpoint "
-            f"{hf.folder} has vocab_size {hf_vocab}: build the SpiRit tokenizer from this model's tokenizer.model"
+            f"tokenizer {tokenizer_dir} ({tokenizer.flavor.upper()}: {base} base pieces, {export} in all) does not fit "
+            f"the checkpoint {hf.folder} (vocab_size {hf_vocab}): a LLaMA checkpoint needs a tokenizer built from "
+            f"its own tokenizer.model ({hf_vocab} base pieces), a SpiRit one the tokenizer of its flavor "
+            f"({hf_vocab} pieces; spirit-make-tokenizer --base-model <its folder>)"
         )
-    src_dtype = check_tensors(hf, model_cfg, base)
+    if hf_vocab == export and model_cfg_given is None and rope_base is None:
+        # A SpiRit checkpoint continues as it was trained: its own RoPE base, not the recipe's default.
+        theta = hf.config.get("rope_theta") or (hf.config.get("rope_parameters") or {}).get("rope_theta")
+        if theta:
+            model_cfg = dataclasses.replace(model_cfg, rope_base=float(theta))
+    src_dtype = check_tensors(hf, model_cfg, hf_vocab)
     if src_dtype not in DTYPES.values():
         raise ValueError(f"{hf.folder}: weights are {src_dtype}; expected float32, bfloat16 or float16")
     out_dtype = check_dtype(dtype) if dtype is not None else src_dtype
-    padded = padded_vocab(tokenizer.vocab.full_size, model_cfg, ParallelConfig(tp=tp))
+    padded = padded_vocab(tokenizer.vocab_size, model_cfg, ParallelConfig(tp=tp))
     return ConversionPlan(model_cfg, tokenizer, padded, out_dtype, tp, pp)
 
 

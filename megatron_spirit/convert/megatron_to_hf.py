@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -29,8 +28,6 @@ from ..checkpoint.info import find_info, find_tokenizer, model_config_from_info
 from ..model.config import ModelConfig, check_dtype
 from . import layout as L
 
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "spirit_tokenizer.json",
-                   "LICENSE", "LICENSE.txt", "USE_POLICY.md")
 
 
 def hf_config_dict(model_cfg, vocab_size: int, dtype: torch.dtype, bos_id: int, eos_id: int) -> dict:
@@ -131,6 +128,7 @@ def _export(ckpt: Path, out_dir, tokenizer_dir, model_cfg, dtype, max_shard_byte
     from megatron.core import dist_checkpointing
     from tqdm import tqdm
 
+    from ..tokenizer.build import copy_tokenizer
     from ..tokenizer.tokenizer import SpiritTokenizer
     from ..utils.atomic import atomic_dir
     from ..parallel.local_group import local_group
@@ -181,8 +179,6 @@ def _export(ckpt: Path, out_dir, tokenizer_dir, model_cfg, dtype, max_shard_byte
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-        for name in TOKENIZER_FILES:
-            if (tok_dir / name).is_file():
-                shutil.copy(tok_dir / name, tmp / name)
+        copy_tokenizer(tok_dir, tmp)
         write_manifest(tmp)
     return out_dir

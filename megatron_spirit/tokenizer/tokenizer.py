@@ -4,8 +4,8 @@ straight to their ids.
 Splitting special tokens out before sentencepiece runs is what keeps a leading ``[Hu30]`` one id (sentencepiece
 alone would put a dummy-prefix ``▁`` in front of it) and what makes ``[TEXT]``/``[SPEECH]`` aliases work.
 Each text segment is encoded as sentencepiece encodes a standalone text (with its dummy prefix), which is also
-what ``transformers``' LlamaTokenizer does with this folder, so ids match between the two for canonical
-strings (no space before a marker).
+what the folder's ``tokenizer.json`` (``hf_files``) makes ``transformers.AutoTokenizer`` do, so ids and decoded
+strings match between the two for canonical strings (no space next to a marker or unit).
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import numpy as np
 import sentencepiece as spm
 
 from .files import SPIRIT_META, TOKENIZER_MODEL
-from .vocab import SPECIAL_TOKEN_RE, TEXT_MARKER, SpiritVocab, check_flavor, new_tokens
+from .vocab import (FLAVORS, SPECIAL_TOKEN_RE, STREAM_BY_PREFIX, TEXT_MARKER, SpiritVocab, check_flavor,
+                    new_tokens)
 
 
 def fingerprint(path: str | os.PathLike) -> str:
@@ -37,8 +38,33 @@ def fingerprint(path: str | os.PathLike) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
+def layout_flavor(pieces: Sequence[str], base_size: int) -> str:
+    """The flavor whose layout (docs/spec.md §1) a model's pieces after ``base_size`` follow: EXPRESSIVE when
+    ``[Pi0]`` sits at its SPEC id, else BASE. Whether the layout is then right is :func:`layout_problem`'s call."""
+    first_pitch = base_size + len(new_tokens("base"))
+    return "expressive" if len(pieces) > first_pitch and pieces[first_pitch] == "[Pi0]" else "base"
+
+
+def layout_problem(pieces: Sequence[str], base_size: int, flavor: str) -> str | None:
+    """Where ``pieces`` (a whole model's, in id order) depart from the flavor's layout: None, or the first bad
+    piece and what SPEC puts there."""
+    want = SpiritVocab(base_size, flavor).pieces()
+    have = list(pieces[base_size:])
+    for offset, (got, expected) in enumerate(zip(have, want)):
+        if got != expected:
+            return f"piece {got!r} at id {base_size + offset}, where the {flavor.upper()} layout has {expected!r}"
+    if len(have) != len(want):
+        return (f"{base_size + len(have)} pieces, where the {flavor.upper()} layout has {base_size + len(want)} "
+                f"({base_size} base + {len(want)})")
+    return None
+
+
 class SpiritTokenizer:
-    """Load an extended tokenizer folder (or a bare ``tokenizer.model``)."""
+    """Load an extended tokenizer folder (or a bare ``tokenizer.model``).
+
+    The folder's own flavor comes from its pieces (a BASE tokenizer holds no pitch or style pieces). ``flavor``
+    may narrow an EXPRESSIVE tokenizer to BASE (sequences then use HuBERT only); it cannot widen a BASE one.
+    """
 
     def __init__(self, path: str | os.PathLike, flavor: str | None = None):
         path = Path(path)
@@ -50,14 +76,20 @@ class SpiritTokenizer:
         text_id = self.sp.piece_to_id(TEXT_MARKER)
         if self.sp.id_to_piece(text_id) != TEXT_MARKER:
             raise ValueError(f"{model_file} is not a SpiRit tokenizer (no {TEXT_MARKER} piece): extend it first")
-        meta_file = model_file.parent / SPIRIT_META
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        self.vocab = SpiritVocab(base_size=text_id, flavor=check_flavor(flavor or meta.get("flavor", "expressive")))
-        if self.sp.get_piece_size() != self.vocab.full_size:
+        pieces = [self.sp.id_to_piece(i) for i in range(text_id, self.sp.get_piece_size())]
+        built = layout_flavor([""] * text_id + pieces, text_id)
+        problem = layout_problem([""] * text_id + pieces, text_id, built)
+        if problem is not None:
             raise ValueError(
-                f"{model_file} has {self.sp.get_piece_size()} pieces, expected {self.vocab.full_size} "
-                f"({text_id} base + the SpiRit pieces)"
+                f"{model_file} does not hold the SpiRit layout (docs/spec.md §1): {problem}; rebuild it with "
+                f"spirit-make-tokenizer --base-model {path}"
             )
+        self.flavor = built
+        if flavor is not None and FLAVORS.index(check_flavor(flavor)) > FLAVORS.index(built):
+            raise ValueError(f"{model_file} is a {built.upper()} tokenizer (no pitch or style pieces): it cannot be "
+                             f"used as {flavor.upper()}")
+        self.vocab = SpiritVocab(base_size=text_id, flavor=flavor or built)
+        self._layout = SpiritVocab(base_size=text_id, flavor=built)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -67,8 +99,8 @@ class SpiritTokenizer:
     # Sizes and special ids -------------------------------------------------------------------------------
     @property
     def vocab_size(self) -> int:
-        """Ids the tokenizer can produce (every SpiRit piece, whatever the flavor)."""
-        return self.vocab.full_size
+        """Ids of the tokenizer (its pieces, fillers included): the exported embedding's rows."""
+        return self._layout.full_size
 
     @property
     def bos_id(self) -> int:
@@ -100,7 +132,9 @@ class SpiritTokenizer:
                 ids += self._encode_segment(text[pos : m.start()])
             tok = m.group(0)
             token_id = self._special.get(tok)
-            if token_id is None:  # a unit number beyond its stream's range: not a SpiRit token, keep as text
+            if token_id is None:
+                self._check_flavor_holds(tok)
+                # a unit number beyond its stream's range: not a SpiRit token, keep as text
                 ids += self._encode_segment(tok)
             else:
                 ids.append(token_id)
@@ -111,6 +145,12 @@ class SpiritTokenizer:
             ids.append(self.eos_id)
         return ids
 
+    def _check_flavor_holds(self, tok: str) -> None:
+        stream = STREAM_BY_PREFIX.get(tok[1:3])
+        if stream is not None and stream not in self.vocab.streams and int(tok[3:-1]) < stream.count:
+            raise ValueError(f"{tok} is a {stream.name} unit, which a {self.vocab.flavor.upper()} tokenizer does not "
+                             f"hold ({self.path}): use an EXPRESSIVE tokenizer")
+
     def _encode_segment(self, segment: str) -> list[int]:
         return self.sp.encode(segment) if segment.strip() else []
 
@@ -120,7 +160,7 @@ class SpiritTokenizer:
         out: list[str] = []
         run: list[int] = []
         base = self.vocab.base_size
-        table = self.vocab.id_to_token
+        table = self._layout.id_to_token
         for i in np.asarray(list(ids), dtype=np.int64).tolist():
             if i < base:
                 if skip_bos_eos and i in (self.bos_id, self.eos_id):
@@ -139,11 +179,15 @@ class SpiritTokenizer:
 
     # Self-check -------------------------------------------------------------------------------------------
     def check(self) -> None:
-        """Every marker and unit token must encode to exactly its own id; raises on the first that does not."""
-        for offset, tok in enumerate(new_tokens()):
-            want = self.vocab.base_size + offset
+        """Every marker and unit token must encode to exactly its own id, and no filler may come out of encoding
+        its own name; raises on the first that does not."""
+        base = self.vocab.base_size
+        for offset, tok in enumerate(self._layout.pieces()):
+            want = base + offset
             if self.sp.piece_to_id(tok) != want:
                 raise AssertionError(f"piece {tok} has id {self.sp.piece_to_id(tok)}, expected {want}")
-            got = self.encode(tok)
-            if got != [want]:
+            got = self.encode(tok) if tok in self._layout.token_to_id else self.sp.encode(tok)
+            if tok in self._layout.token_to_id and got != [want]:
                 raise AssertionError(f"{tok} encodes to {got}, expected [{want}]")
+            if tok not in self._layout.token_to_id and want in got:
+                raise AssertionError(f"filler {tok} is produced by encoding text")

@@ -34,6 +34,11 @@ def as_units(units: Sequence[int] | np.ndarray | str, stream: Stream) -> np.ndar
     return arr
 
 
+def _check_stream(vocab: SpiritVocab, stream: Stream) -> None:
+    if stream not in vocab.streams:
+        raise ValueError(f"a {vocab.flavor.upper()} vocabulary has no {stream.name} units: use an EXPRESSIVE tokenizer")
+
+
 def dedup(units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Collapse consecutive repeats; return the kept units and the frame index where each run starts."""
     units = np.asarray(units)
@@ -55,6 +60,7 @@ def stream_string(units, stream: Stream = HUBERT, deduplicate: bool | None = Non
 
 def stream_ids(vocab: SpiritVocab, units, stream: Stream = HUBERT, deduplicate: bool | None = None) -> np.ndarray:
     """Token ids of one stream, vectorised: no per-unit Python on the data-building hot path."""
+    _check_stream(vocab, stream)
     arr = as_units(units, stream)
     if stream.dedup if deduplicate is None else deduplicate:
         arr, _ = dedup(arr)
@@ -75,6 +81,8 @@ class MergedUnits:
         return int(self.unit.shape[0])
 
     def ids(self, vocab: SpiritVocab) -> np.ndarray:
+        for code in np.unique(self.stream).tolist():
+            _check_stream(vocab, self._STREAMS[code])
         offsets = np.array([vocab.stream_offset(s) for s in self._STREAMS], dtype=np.int64)
         return offsets[self.stream] + self.unit
 

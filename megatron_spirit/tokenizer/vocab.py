@@ -2,7 +2,10 @@
 
 Every other module asks this one for ids, strings and sizes, so a change of layout is a change here only.
 New tokens sit right after the base sentencepiece vocabulary, in the order
-``[Text] [Speech] [Hu0..500] [Pi0..63] [St0..99]``; ids are ``base_size + offset``.
+``[Text] [Speech] [Hu0..500] [Pi0..63] [St0..99]``; ids are ``base_size + offset``. A BASE tokenizer holds
+only ``[Text] [Speech] [Hu0..500]``. After the flavor's pieces come filler pieces ``[Madeuptoken<id>]`` up to
+the exported size, as in the released tokenizers, so the tokenizer has exactly as many ids as the exported
+embedding has rows (32512 BASE / 32768 EXPRESSIVE for LLaMA-2); encoding never produces a filler.
 """
 from __future__ import annotations
 
@@ -50,6 +53,16 @@ FLAVOR_STREAMS = {"base": (HUBERT,), "expressive": (HUBERT, PITCH, STYLE)}
 #: 32000-piece base that gives the release's 32512 (base) and 32768 (expressive).
 EXPORT_PAD_MULTIPLE = 256
 
+#: Filler pieces between the flavor's last SpiRit piece and the exported size are named for their id, as the
+#: released tokenizers name them (public fine-tuning code looks up ``[Madeuptoken32767]``).
+FILLER_PREFIX = "[Madeuptoken"
+FILLER_RE = re.compile(r"\[Madeuptoken(\d+)\]")
+
+
+def filler_token(token_id: int) -> str:
+    return f"{FILLER_PREFIX}{token_id}]"
+
+
 #: Any marker or unit token, as it may appear in input text.
 SPECIAL_TOKEN_RE = re.compile(r"\[(?:Text|Speech|TEXT|SPEECH|Hu\d+|Pi\d+|St\d+)\]")
 
@@ -61,16 +74,15 @@ def check_flavor(flavor: str) -> str:
 
 
 def new_tokens(flavor: str = "expressive") -> list[str]:
-    """The pieces appended to the base model, in id order.
+    """The flavor's SpiRit pieces, in id order (fillers not included).
 
-    Both flavors append all pieces so that ids never depend on the flavor; the flavor only decides which
-    streams sequences use and the exported vocabulary size.
+    BASE's are a prefix of EXPRESSIVE's, so an id means the same piece in both flavors.
     """
     check_flavor(flavor)
     tokens = [TEXT_MARKER, SPEECH_MARKER]
-    for stream in STREAMS:
+    for stream in FLAVOR_STREAMS[flavor]:
         tokens += [stream.token(u) for u in range(stream.count)]
-    assert len(tokens) == NUM_NEW_TOKENS
+    assert flavor == "base" or len(tokens) == NUM_NEW_TOKENS
     return tokens
 
 
@@ -95,10 +107,14 @@ class SpiritVocab:
         return self.base_size + SPEECH_OFFSET
 
     def stream_offset(self, stream: Stream) -> int:
-        """Id of unit 0 of a stream."""
+        """Id of unit 0 of a stream in SPEC's layout (arithmetic only: a BASE tokenizer has fillers there for
+        pitch and style; :meth:`unit_id` and :meth:`token_to_id` refuse what the flavor lacks)."""
         return self.base_size + STREAM_OFFSETS[stream.name]
 
     def unit_id(self, stream: Stream, unit: int) -> int:
+        if stream not in self.streams:
+            raise ValueError(f"a {self.flavor.upper()} vocabulary has no {stream.name} units ({stream.token(unit)}): "
+                             f"use an EXPRESSIVE tokenizer")
         if not 0 <= unit < stream.count:
             raise ValueError(f"{stream.name} unit {unit} out of range [0, {stream.count})")
         return self.stream_offset(stream) + unit
@@ -115,28 +131,35 @@ class SpiritVocab:
 
     @property
     def full_size(self) -> int:
-        """Size of the tokenizer: every new piece is present whatever the flavor."""
-        return self.base_size + NUM_NEW_TOKENS
+        """Size of the tokenizer: the flavor's pieces plus fillers up to the exported size."""
+        return self.export_size
 
     @property
     def export_size(self) -> int:
         """Embedding rows of the exported Hugging Face model (32512 base / 32768 expressive for LLaMA-2)."""
         return -(-self.size // EXPORT_PAD_MULTIPLE) * EXPORT_PAD_MULTIPLE
 
+    def pieces(self) -> list[str]:
+        """Every piece after the base vocabulary, in id order: the flavor's SpiRit pieces, then the fillers."""
+        spirit = new_tokens(self.flavor)
+        return spirit + [filler_token(i) for i in range(self.base_size + len(spirit), self.full_size)]
+
     @cached_property
     def token_to_id(self) -> dict[str, int]:
-        table = {tok: self.base_size + i for i, tok in enumerate(new_tokens())}
+        """The pieces encoding produces (the flavor's markers and units, and the marker aliases; no fillers)."""
+        table = {tok: self.base_size + i for i, tok in enumerate(new_tokens(self.flavor))}
         for alias, canonical in MARKER_ALIASES.items():
             table[alias] = table[canonical]
         return table
 
     @cached_property
     def id_to_token(self) -> dict[int, str]:
-        return {self.base_size + i: tok for i, tok in enumerate(new_tokens())}
+        """Every id above the base vocabulary, fillers included."""
+        return {self.base_size + i: tok for i, tok in enumerate(self.pieces())}
 
     def stream_of(self, token_id: int) -> Stream | None:
-        """The unit stream an id belongs to, or None for text/markers."""
-        for stream in STREAMS:
+        """The flavor's unit stream an id belongs to, or None for text, markers and fillers."""
+        for stream in self.streams:
             lo = self.stream_offset(stream)
             if lo <= token_id < lo + stream.count:
                 return stream

@@ -47,7 +47,7 @@ def test_checkpoint_is_megatron_core_format_with_info(converted, spirit_tokenize
     ckpt = converted["gqa"]
     assert json.loads((ckpt / "metadata.json").read_text())["sharded_backend"] == "torch_dist"
     meta = dist_checkpointing.load_tensors_metadata(str(ckpt))
-    assert tuple(meta[L.EMBEDDING].global_shape) == (1280, 64)  # 600 + 667 SpiRit ids, padded to 128·tp=256
+    assert tuple(meta[L.EMBEDDING].global_shape) == (1280, 64)  # 600 + 667 SpiRit ids + fillers = 1280 (128·tp=256)
     assert tuple(meta[L.QKV].global_shape) == (2, (4 + 2 * 2) * 16, 64)
     assert tuple(meta[L.FC1].global_shape) == (2, 2 * 96, 64)
     info = read_info(ckpt)

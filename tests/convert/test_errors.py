@@ -53,7 +53,8 @@ def test_tokenizer_of_another_base_vocabulary(tmp_path, hf_models, llama_sized_s
 
     tok = build_tokenizer(llama_sized_spm, tmp_path / "tok32k", "base")
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match="base vocabulary of 32000 pieces but the checkpoint .* has vocab_size 600"):
+    with pytest.raises(ValueError, match=r"\(BASE: 32000 base pieces, 32512 in all\) does not fit the checkpoint .* "
+                                         r"\(vocab_size 600\)"):
         _convert(hf_models["gqa"][0], tok, out)
     _nothing_written(out)
 

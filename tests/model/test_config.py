@@ -61,7 +61,7 @@ def test_parallel_config_validation():
 
 
 def test_vocab_padding_follows_the_tokenizer_and_tp():
-    size = SpiritVocab(32000, "expressive").full_size  # 32667: every SpiRit piece
+    size = SpiritVocab(32000, "expressive").full_size  # 32768: every SpiRit piece and the fillers
     m = get_model_config("spirit-7b")
     assert padded_vocab(size, m, ParallelConfig()) == 32768
     assert padded_vocab(size, m, ParallelConfig(tp=8)) == 32768  # 32 × 1024
