@@ -193,3 +193,19 @@ def test_training_continues_from_the_released_model_at_its_loss(release, tmp_pat
         assert model(ids).logits.shape[-1] == 32768
     fillers = list(range(32667, 32768))  # ids an EXPRESSIVE model may sample: pieces, decodable
     assert hf_tok.decode(fillers) == "".join(f"[Madeuptoken{i}]" for i in fillers) == tok.decode(fillers)
+
+    # Generation with the release's semantics on the re-exported model (issue 13, item 4).
+    from megatron_spirit.evaluation.generate import GenerateConfig, generate
+
+    speech = generate(model, tok, "[Text]the cat sat", "speech", GenerateConfig(max_new_tokens=12, seed=1))
+    assert speech.prompt_ids[-1] == tok.vocab.speech_id  # [Speech] appended where the modality changes
+    assert speech.ids and all(tok.vocab.is_speech_id(i) for i in speech.ids)  # units only, never EOS
+    assert speech.text == "".join(tok.vocab.id_to_token[i] for i in speech.ids)
+    text = generate(model, tok, "[Speech][Hu3][Hu7]", "text", GenerateConfig(max_new_tokens=8, seed=1))
+    assert text.prompt_ids[-1] == tok.vocab.text_id and all(i < 32000 for i in text.ids)
+    free = generate(model, tok, "[Text]the cat", "free", GenerateConfig(max_new_tokens=16, seed=1, min_speech_units=0))
+    assert free.prompt_ids[-1] != tok.vocab.speech_id and free.prompt_ids[-1] != tok.vocab.text_id
+    assert [i for s in free.segments for i in s.ids] == [i for i in free.ids if i not in (tok.vocab.text_id,
+                                                                                            tok.vocab.speech_id)]
+    assert all(s.modality == "speech" and all(tok.vocab.is_speech_id(i) for i in s.ids)
+               or s.modality == "text" and all(i < 32000 for i in s.ids) for s in free.segments)
