@@ -42,7 +42,7 @@ def runs(tmp_path_factory, spirit_tokenizer_dir):
     layouts.cross_modal(root / "cm", STORIES)
     common = ["--tasks", TASKS, "--data", f"swuggy={root / 'zr' / 'lexical'}",
               "--data", f"sblimp={root / 'zr' / 'syntactic'}", "--data", f"cm-tsc={root / 'cm'}",
-              "--row-tokens", "48", "--batch-tokens", "160"]  # several packed rows per batch, several batches
+              "--pack", "--row-tokens", "48", "--batch-tokens", "160"]  # several packed rows per batch, several batches
     assert main(["score", "--model", str(export), *common, "--out", str(root / "hf")]) == 0
     report = run_ranks("tests.evaluation.workers:score_layouts", 2,
                        args=(str(ckpt), common, LAYOUTS, str(root / "meg")), timeout=600)[0]
