@@ -83,7 +83,7 @@ def path_flops(requests, cfg, hidden: int, ffn: int, layers: int, vocab: int) ->
     from megatron_spirit.evaluation import scoring as s  # the layout's private steps: this is a benchmark
 
     total = 0.0
-    for batch in s._batches(s._rows(s._units(requests, cfg), cfg), cfg.batch_tokens):
+    for batch in s._batches(s._rows(s._units(requests, cfg), cfg), cfg.batch_tokens, cfg.max_padding):
         lay = s._layout(batch, requests)
         b, width = lay.ids.shape
         distinct = len(torch.unique(lay.rows * width + lay.cols))

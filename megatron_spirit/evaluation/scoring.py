@@ -112,9 +112,13 @@ class PackingConfig:
     row_tokens: int = 512
     #: Padded tokens per forward (rows × longest row in the batch).
     batch_tokens: int = 8192
+    #: A batch takes rows down to ``(1 - max_padding)`` × its longest, so padding stays under that share: the
+    #: linear layers run on padding too (on sWUGGY-shaped items, one batch of everything padded ~30 %).
+    max_padding: float = 0.125
     #: Scored positions per LM-head chunk (when the logits function offers ``hidden``/``head``): the [N, V]
-    #: logits and their log-softmax stay within ``head_tokens × V`` floats.
-    head_tokens: int = 2048
+    #: logits and their log-softmax stay within ``head_tokens × V`` floats (on CPU smaller chunks also stay in
+    #: cache: 2048 spent as long in the log-softmax as in the product, 512 a fraction of it).
+    head_tokens: int = 512
 
 
 @dataclass
@@ -161,12 +165,15 @@ def _rows(units: list[_Unit], cfg: PackingConfig) -> list[list[_Unit]]:
     return rows
 
 
-def _batches(rows: list[list[_Unit]], budget: int) -> list[list[list[_Unit]]]:
-    """Rows of similar length (longest first) grouped while rows × longest stays within ``budget``."""
+def _batches(rows: list[list[_Unit]], budget: int, max_padding: float = 1.0) -> list[list[list[_Unit]]]:
+    """Rows of similar length (longest first) grouped while rows × longest stays within ``budget`` and no row is
+    shorter than ``(1 - max_padding)`` × the longest."""
     rows = sorted(rows, key=lambda r: -sum(u.length for u in r))
     out: list[list[list[_Unit]]] = []
     for row in rows:
-        if out and (len(out[-1]) + 1) * sum(u.length for u in out[-1][0]) <= budget:
+        longest = sum(u.length for u in out[-1][0]) if out else 0
+        if out and (len(out[-1]) + 1) * longest <= budget and \
+                sum(u.length for u in row) >= (1 - max_padding) * longest:
             out[-1].append(row)
         else:
             out.append([row])
@@ -299,7 +306,7 @@ def _score_all(requests: Sequence[Request], logits_fn: LogitsFn, cfg: PackingCon
                progress) -> list[list[CandidateScore]]:
     out: list[list[CandidateScore | None]] = [[None] * len(r.candidates) for r in requests]
     two_stage = callable(getattr(logits_fn, "hidden", None)) and callable(getattr(logits_fn, "head", None))
-    for batch in _batches(_rows(_units(requests, cfg), cfg), cfg.batch_tokens):
+    for batch in _batches(_rows(_units(requests, cfg), cfg), cfg.batch_tokens, cfg.max_padding):
         lay = _layout(batch, requests)
         # One prediction per distinct position (a shared context's last one serves all its candidates).
         key = lay.rows * lay.ids.shape[1] + lay.cols

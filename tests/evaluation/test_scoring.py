@@ -30,6 +30,7 @@ PATHS = {
     "shared + packed + batched": PackingConfig(share_context=True, pack=True, row_tokens=96, batch_tokens=400),
     "row smaller than a request": PackingConfig(share_context=True, pack=True, row_tokens=8, batch_tokens=64),
     "default (auto sharing, length batching)": PackingConfig(),
+    "batches of equal-length rows only": PackingConfig(max_padding=0.0),
     "auto sharing at a low threshold, LM head in chunks of 3": PackingConfig(share_min_tokens=3, head_tokens=3),
 }
 
