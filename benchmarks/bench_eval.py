@@ -26,7 +26,7 @@ full-vocabulary LM head at (nearly) every token, so the bound is about 1.1.
     OMP_NUM_THREADS=1 python benchmarks/bench_eval.py [--hidden 256 --layers 4 --vocab 32768 --swuggy 200 --storycloze 16]
 
 Measured (README "Evaluation" has the default-shape table and a sweep over --hidden 64/512, --layers 2/8,
---vocab 2048): default shape, 1 thread, sWUGGY 1.8× (bound 1.05×), StoryCloze 4.7× (bound 4.1×).
+--vocab 2048): default shape, 1 thread, sWUGGY 1.8-1.9× (bound 1.05×), StoryCloze 4.2-4.7× (bound 4.1×).
 """
 from __future__ import annotations
 
