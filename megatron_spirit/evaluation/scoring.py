@@ -7,14 +7,16 @@ the token count is kept so that the token-normalised score (Table 4) and the pla
 
 Three ways to run it, all giving the naive loop's numbers:
 
-* **shared context**: the context and all of its candidates go in one row; each candidate attends to the context
-  and to itself only, and its positions continue from the context's end, so the context is computed once;
+* **shared context** (when it saves work: :class:`PackingConfig`): the context and all of its candidates go in one
+  row; each candidate attends to the context and to itself only, and its positions continue from the context's
+  end, so the context is computed once (its keys and values serve every candidate);
 * **length batching**: rows of similar length are batched up to a token budget (little padding); a batch of plain
   rows (one context, one candidate each) goes in with no mask, as plain causal attention;
 * **packing** (an option, off by default): several requests share a row with document-masked attention
   (block-diagonal causal mask, position ids restarting per document).
 
-The LM head and the log-softmax run only at the scored positions, in chunks of ``head_tokens`` rows.
+The LM head and the log-softmax run only at the scored positions, once per distinct position (a shared context's
+last position predicts every candidate's first token), in chunks of ``head_tokens`` rows.
 
 The model is reached through a *logits function* (:class:`LogitsFn`) over packed rows, so a megatron-core
 GPTModel forward can replace the Hugging Face one (:mod:`.hf`) without touching this module.
