@@ -4,7 +4,8 @@
 
 (``run.sh`` calls this after installing the carried wheels.) Stages, in this order so that a hang late in the
 test suite cannot cost the throughput figures: env (versions, GPU, measured bf16 peak), train (the 7B-shaped
-slice through spirit-train), hf (the transformers baseline), units (HuBERT batched vs one by one), tests
+slice through spirit-train), hf (the transformers baseline), units (HuBERT batched vs one by one), eval (the
+likelihood scorer's items/s beside the naive loop), tests
 (``pytest -m gpu tests/gpu``). A stage that fails or runs out of time is recorded with its error and the next
 one runs. ``results.json`` is rewritten after every stage; OUT_DIR also gets ``log.txt`` (each stage's output,
 trimmed) and ``tests.xml`` (JUnit) — three files.
@@ -25,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 #: Seconds per stage (limits, not estimates); all together stay inside --deadline.
-BUDGETS = {"env": 40, "train": 120, "hf": 100, "units": 45, "tests": 240}
+BUDGETS = {"env": 40, "train": 120, "hf": 100, "units": 45, "eval": 60, "tests": 240}
 TARGETS = {"mfu": 0.45, "hf_ratio": 1.3, "planner_error": 0.20, "units_realtime": 1000.0}
 LOG_LINES = 150  # per stage, in log.txt
 
@@ -73,7 +74,7 @@ def junit_summary(path: Path) -> dict:
 
 def summarise(stages: dict, dry_run: bool) -> dict:
     r = {k: v.get("result") or {} for k, v in stages.items()}
-    env, train, hf, units, tests = (r.get(k, {}) for k in ("env", "train", "hf", "units", "tests"))
+    env, train, hf, units, ev, tests = (r.get(k, {}) for k in ("env", "train", "hf", "units", "eval", "tests"))
     s = {"dry_run": dry_run, "gpu": (env.get("gpu") or {}).get("name"), "peak_tflops": env.get("peak_tflops")}
     if train:
         s["megatron"] = {k: train.get(k) for k in ("layer_spec", "tokens_per_s", "tflops", "mfu", "peak_memory_gib",
@@ -86,6 +87,12 @@ def summarise(stages: dict, dry_run: bool) -> dict:
         s["units"] = {"batched_realtime": units["batched"]["audio_s_per_s"],
                       "one_by_one_realtime": units["one_by_one"]["audio_s_per_s"], "speedup": units["speedup"],
                       "units_same_fraction": units["units_same_fraction"]}
+    if ev:
+        s["eval"] = {shape: {"naive_items_per_s": v["naive_items_per_s"],
+                             **{k: {"items_per_s": v[k]["items_per_s"], "speedup": v[k]["speedup"],
+                                    "flop_ratio": v[k]["flop_ratio"], "max_abs_diff": v[k]["max_abs_diff"]}
+                                for k in ("fast", "shared-1", "packed")}}
+                     for shape, v in ev["shapes"].items()}
     if tests:
         s["tests"] = {k: tests.get(k) for k in ("passed", "failed", "skipped")}
     targets = {}

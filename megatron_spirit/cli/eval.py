@@ -46,8 +46,12 @@ def _add_score_options(s: argparse.ArgumentParser) -> None:
                    help="StoryCloze S: whole spoken stories (slamkit pairs) or spoken context + spoken ending "
                    "(cross-modal files)")
     p = s.add_argument_group("speed (same scores whatever the setting)")
-    p.add_argument("--no-share-context", action="store_true", help="one row per candidate")
-    p.add_argument("--no-pack", action="store_true", help="one request per row")
+    p.add_argument("--no-share-context", action="store_true",
+                   help="one row per candidate (default: a context is shared by its candidates when that saves "
+                   "at least 16 tokens)")
+    p.add_argument("--pack", action="store_true",
+                   help="pack several requests into one row with a document mask (default off: length batching "
+                   "without a mask was faster, benchmarks/bench_eval.py)")
     p.add_argument("--row-tokens", type=int, default=512, help="longest packed row (longer requests get a row each)")
     p.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per forward")
 
@@ -253,7 +257,7 @@ def _run(args) -> int:
         cfg = EvalConfig(
             PromptConfig(bos=not args.no_bos, switch_marker=args.switch_marker, softmax=args.softmax,
                          normalise_text=args.normalise_text, flavor=args.flavor),
-            PackingConfig(share_context=not args.no_share_context, pack=not args.no_pack,
+            PackingConfig(share_context=False if args.no_share_context else None, pack=args.pack,
                           row_tokens=args.row_tokens, batch_tokens=args.batch_tokens),
             args.story_speech, args.split)
         data = _data(args.data)

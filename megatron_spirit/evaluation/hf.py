@@ -3,7 +3,9 @@
 The packed rows' attention goes in as a 4D *additive float* mask (0 where allowed, the dtype's minimum
 elsewhere) with explicit position ids. Measured on transformers 5.24: a float mask gives the unpacked logits
 under both ``sdpa`` and ``eager`` attention, while a 4D *bool* mask is right under ``sdpa`` but silently wrong
-under ``eager`` — hence float. The LM head runs only at the positions asked for.
+under ``eager`` — hence float. Rows without a mask (``allowed`` None: one sequence per row, right-padded, positions
+running on through the padding) go in with no mask at all, so transformers takes SDPA's causal kernel. The LM head
+runs only at the positions asked for (``head``, which the scorer calls in chunks).
 """
 from __future__ import annotations
 
@@ -18,19 +20,29 @@ class HFLogits:
     def __init__(self, model):
         self.model = model.eval()
         self.decoder = model.get_decoder()
-        self.head = model.get_output_embeddings()
+        self.head_layer = model.get_output_embeddings()
         self.dtype = next(model.parameters()).dtype
 
     @property
     def vocab_rows(self) -> int:
-        return int(self.head.weight.shape[0])
+        return int(self.head_layer.weight.shape[0])
+
+    def hidden(self, ids, positions, allowed, rows, cols):
+        """Final hidden states at the selected positions (``allowed`` None: plain causal, no mask built)."""
+        mask = None
+        if allowed is not None:
+            mask = torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device)
+            mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+            mask = mask[:, None]
+        hidden = self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions,
+                              use_cache=False).last_hidden_state
+        return hidden[rows, cols]
+
+    def head(self, states):
+        return self.head_layer(states)
 
     def __call__(self, ids, positions, allowed, rows, cols):
-        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device)
-        mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
-        hidden = self.decoder(input_ids=ids, attention_mask=mask[:, None], position_ids=positions,
-                              use_cache=False).last_hidden_state
-        return self.head(hidden[rows, cols])
+        return self.head(self.hidden(ids, positions, allowed, rows, cols))
 
 
 def load_hf_model(path: str | Path, device: str = "cpu", dtype: str = "float32"):

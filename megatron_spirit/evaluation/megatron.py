@@ -99,6 +99,9 @@ class MegatronLogits:
         from megatron.core.pipeline_parallel import get_forward_backward_func
         from megatron.core.tensor_parallel.mappings import gather_from_tensor_model_parallel_region
 
+        if allowed is None:  # plain causal rows: GPTModel's local core still wants the mask spelt out
+            w = ids.shape[1]
+            allowed = torch.ones(w, w, dtype=torch.bool, device=ids.device).tril().expand(ids.shape[0], w, w)
         if self._sp and ids.shape[1] % self._tp:  # sequence parallelism splits the sequence over TP ranks
             ids, positions, allowed = _pad(ids, positions, allowed, self._tp - ids.shape[1] % self._tp)
         batch, width = ids.shape

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["env", "train", "hf", "units", "tests"]
+STAGES = ["env", "train", "hf", "units", "eval", "tests"]
 
 
 def test_dry_run_reports_every_stage(tmp_path):
@@ -31,6 +31,10 @@ def test_dry_run_reports_every_stage(tmp_path):
     assert s["ratio_vs_hf_best"] > 0
     assert s["planner"]["step_seconds"] > 0 and s["planner"]["calibrated_efficiency"] > 0
     assert s["units"]["batched_realtime"] > 0 and s["units"]["units_same_fraction"] > 0.9
+    for shape in ("swuggy", "storycloze"):
+        ev = s["eval"][shape]
+        assert ev["naive_items_per_s"] > 0 and all(ev[k]["items_per_s"] > 0 for k in ("fast", "shared-1", "packed"))
+        assert ev["fast"]["max_abs_diff"] < 1e-4 and ev["fast"]["flop_ratio"] > 0
     assert set(s["targets"]) == {"mfu", "planner_step_time", "vs_transformers", "units_realtime"}
     # Without CUDA every GPU test is collected and skipped: none may error at import or collection.
     tests = results["stages"]["tests"]["result"]

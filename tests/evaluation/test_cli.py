@@ -68,7 +68,7 @@ def test_units_score_table(tmp_path, benches, speech_tokenizer, hf_model_dir, ca
     assert "Table 10" in table
 
     # Packing choices do not change a single score.
-    assert main(args[:-4] + ["--out", str(tmp_path / "plain"), "--no-pack", "--no-share-context",
+    assert main(args[:-4] + ["--out", str(tmp_path / "plain"), "--pack", "--no-share-context",
                  "--label", "plain"]) == 0
     plain = json.loads((tmp_path / "plain" / "results.json").read_text())
     for name, t in res["tasks"].items():

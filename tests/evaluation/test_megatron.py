@@ -12,6 +12,8 @@ from .conftest import tiny_llama
 
 TOL = 1e-4
 LAYOUTS = [(1, 1), (2, 1), (1, 2)]  # (tp, pp) at world 2: dp2, dp1, dp1
+#: TP1 and PP2 pack rows (document masks); TP2 takes the default layout, whose plain rows come with no mask.
+FLAGS = [["--pack"], [], ["--pack"]]
 TASKS = "swuggy:T,sblimp:T,tsc:T"
 WORDS = [("a", "cat", "cag", 1), ("b", "dog", "dag", 2), ("c", "house", "hoose", 3), ("d", "tree", "trea", 4),
          ("e", "water", "wotter", 5)]
@@ -42,10 +44,10 @@ def runs(tmp_path_factory, spirit_tokenizer_dir):
     layouts.cross_modal(root / "cm", STORIES)
     common = ["--tasks", TASKS, "--data", f"swuggy={root / 'zr' / 'lexical'}",
               "--data", f"sblimp={root / 'zr' / 'syntactic'}", "--data", f"cm-tsc={root / 'cm'}",
-              "--row-tokens", "48", "--batch-tokens", "160"]  # several packed rows per batch, several batches
+              "--row-tokens", "48", "--batch-tokens", "160"]  # several rows per batch, several batches
     assert main(["score", "--model", str(export), *common, "--out", str(root / "hf")]) == 0
     report = run_ranks("tests.evaluation.workers:score_layouts", 2,
-                       args=(str(ckpt), common, LAYOUTS, str(root / "meg")), timeout=600)[0]
+                       args=(str(ckpt), common, LAYOUTS, str(root / "meg"), FLAGS), timeout=600)[0]
     out = {"hf": _scores(root / "hf")}
     for layout, (codes, error) in report.items():
         out[layout] = error or (codes[0] if codes and codes[0] else None) or _scores(root / "meg" / _name(layout))
