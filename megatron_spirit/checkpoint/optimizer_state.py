@@ -282,8 +282,6 @@ def _gathered_sharded_state_dict(optimizer, model_sharded_sd, is_loading: bool) 
                 if not isinstance(meta, ShardedTensorFactory):
                     kwargs["dtype"] = t.dtype
                 entry[k] = replace(meta, **kwargs)
-            if is_loading and end <= start:
-                continue
             state[index] = entry
         out[f"opt{i}"] = {"param_state": state}
     return out
