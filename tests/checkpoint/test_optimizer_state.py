@@ -41,3 +41,12 @@ def test_dp2_save_allocates_under_0_6_of_the_shard_state_and_both_ranks_write_ha
         assert r["ranges_loads_exactly"] and r["gathered_loads_exactly"], (rank, r)
     assert total >= ranks[0]["state_bytes"]  # everything was written, once
     assert min(r["gathered_written"] for r in ranks) == 0  # the former form: one DP rank wrote it all
+
+
+def test_state_saved_by_range_at_dp4_loads_at_tp2_dp2_as_the_gathered_form_does(tmp_path):
+    """Both TP and DP change: every box is read out of other ranks' chunks (the trainer's tests cover DP2 → PP2)."""
+    run_ranks("tests.checkpoint.workers:save_both_forms", 4, args=(str(tmp_path), 1), timeout=300)
+    ranks = run_ranks("tests.checkpoint.workers:load_both_forms", 4, args=(str(tmp_path), 2), timeout=300)
+    assert sum(r["values"] for r in ranks) > 0
+    for rank, r in enumerate(ranks):
+        assert r["nonzero"] and r["equal"], (rank, r)

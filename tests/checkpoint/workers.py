@@ -107,3 +107,46 @@ def save_allocations(workdir: str, tp: int = 1) -> dict:
             torch.equal(got[k], expected[k]) for k in expected)
         out[f"{name}_load_peak"] = peak.peak_bytes
     return out
+
+
+TINY = dict(layers=2, hidden=64, ffn=176, heads=4, vocab=1000)
+
+
+def save_both_forms(workdir: str, tp: int) -> None:
+    """Save the optimizer state at TP ``tp`` (DP = the rest) by range to ``ranges/`` and gathered to ``gathered/``."""
+    from megatron.core import dist_checkpointing
+
+    from megatron_spirit.checkpoint import optimizer_state
+
+    model, opt = distopt_model(tp, **TINY)
+    merged = merged_model_sd(model)
+    for name, build in (("ranges", optimizer_state.sharded_state_dict),
+                        ("gathered", optimizer_state._gathered_sharded_state_dict)):
+        folder = Path(workdir) / name
+        if dist.get_rank() == 0:
+            folder.mkdir(parents=True)
+        dist.barrier()
+        dist_checkpointing.save({"optimizer": build(opt, merged, is_loading=False)}, str(folder))
+
+
+def load_both_forms(workdir: str, tp: int) -> dict:
+    """At TP ``tp``: the state loaded by range from ``ranges/`` against the state loaded, the former way (whole
+    TP-local tensors, sliced), from ``gathered/``."""
+    from megatron.core import dist_checkpointing
+
+    from megatron_spirit.checkpoint import optimizer_state
+
+    model, opt = distopt_model(tp, seed=99, **TINY)  # other weights and moments: all must come from the files
+    merged = merged_model_sd(model)
+    common = optimizer_state.common_state(opt)
+    out = {}
+    for name, build in (("gathered", optimizer_state._gathered_sharded_state_dict),
+                        ("ranges", optimizer_state.sharded_state_dict)):
+        zero_state(opt)
+        loaded = dist_checkpointing.load({"optimizer": build(opt, merged, is_loading=True)}, str(Path(workdir) / name))
+        optimizer_state.load_state(opt, loaded["optimizer"], common)
+        out[name] = local_state(opt)
+    ref, got = out["gathered"], out["ranges"]
+    return {"values": sum(t.numel() for t in ref.values()),
+            "nonzero": all(bool(t.abs().sum() > 0) for t in ref.values()),
+            "equal": ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)}
