@@ -24,7 +24,11 @@ def distopt_model(tp: int, layers: int, hidden: int, ffn: int, heads: int, vocab
     model = wrap_ddp(built.chunks, pcfg)
     opt = get_megatron_optimizer(OptimizerConfig(optimizer="adam", lr=1e-3, bf16=False, params_dtype=torch.float32,
                                                  use_distributed_optimizer=True), model)
-    g = torch.Generator().manual_seed(seed + dist.get_rank())
+    from megatron.core import parallel_state
+
+    # Seeded by the DP rank: TP ranks then agree on the gradients (so the moments) of the parameters they
+    # replicate (layer norms), as in training, where only one TP rank's copy is saved.
+    g = torch.Generator().manual_seed(seed + parallel_state.get_data_parallel_rank())
     for chunk in model:
         for buffer in chunk.buffers:
             buffer.grad_data.copy_(torch.randn(buffer.grad_data.shape, generator=g) * 1e-2)
