@@ -20,6 +20,11 @@ go back to the OS; megatron-core's forked writer processes are not counted, they
 separate untimed pass); ``*_written``: bytes of the rank's files; ``state_bytes``: 12 bytes × the rank's
 TP-local parameters (fp32 param + two moments) — what the former form holds extra on *every* rank.
 
+With ``--async-save``, each repeat also saves the ranges asynchronously (``dist_checkpointing.save(...,
+async_sharded_save=True)`` + megatron-core's ``AsyncCallsQueue``; the trainer does not do this yet):
+``ranges_async_stall_s`` is the time until control returns (what a training step would wait), ``..._done_s``
+until the files are written.
+
     python benchmarks/bench_optimizer_checkpoint.py --workdir /tmp/bench_optckpt [--layers 2 for a quick run]
 """
 from __future__ import annotations
@@ -94,7 +99,29 @@ def _load(path: str, opt, merged, folder: str) -> None:
     optimizer_state.load_state(opt, loaded["optimizer"], optimizer_state.common_state(opt))
 
 
-def worker(workdir: str, tp: int, layers: int, hidden: int, ffn: int, vocab: int, repeats: int) -> dict:
+def _async_stall(opt, merged, folder: Path, rank: int, queue) -> tuple[float, float]:
+    """(seconds until an asynchronous save of the ranges returns control, seconds until its files are done)."""
+    import torch.distributed as dist
+    from megatron.core import dist_checkpointing
+
+    from megatron_spirit.checkpoint import optimizer_state
+
+    if rank == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    dist.barrier()
+    t = time.perf_counter()
+    sharded = {"optimizer": optimizer_state.sharded_state_dict(opt, merged, is_loading=False)}
+    queue.schedule_async_request(dist_checkpointing.save(sharded, str(folder), async_sharded_save=True))
+    stall = time.perf_counter() - t
+    queue.maybe_finalize_async_calls(blocking=True)
+    done = time.perf_counter() - t
+    dist.barrier()
+    return stall, done
+
+
+def worker(workdir: str, tp: int, layers: int, hidden: int, ffn: int, vocab: int, repeats: int,
+           paths: tuple = PATHS, async_save: bool = False) -> dict:
     import torch.distributed as dist
     from megatron.core import dist_checkpointing
 
@@ -138,11 +165,19 @@ def worker(workdir: str, tp: int, layers: int, hidden: int, ffn: int, vocab: int
             shutil.rmtree(folder, ignore_errors=True)
         return save_s, load_s, written, save_m, m
 
-    for path in PATHS:  # the deterministic allocation counts: one untimed pass
+    for path in paths:  # the deterministic allocation counts: one untimed pass
         _, _, _, s, l = one(path, "alloc", AllocationPeak)
         out[f"{path}_save_alloc"], out[f"{path}_load_alloc"] = s.peak_bytes, l.peak_bytes
+    if async_save:
+        from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+        queue = AsyncCallsQueue()
     for r in range(repeats):
-        for path in (PATHS if r % 2 == 0 else PATHS[::-1]):
+        if async_save:
+            stall, done = _async_stall(opt, merged, root / "async", rank, queue)
+            out.setdefault("ranges_async_stall_s", []).append(stall)
+            out.setdefault("ranges_async_done_s", []).append(done)
+        for path in (paths if r % 2 == 0 else paths[::-1]):
             save_s, load_s, written, s, l = one(path, "time", RssPeak)
             out.setdefault(f"{path}_save_s", []).append(save_s)
             out.setdefault(f"{path}_load_s", []).append(load_s)
@@ -152,11 +187,11 @@ def worker(workdir: str, tp: int, layers: int, hidden: int, ffn: int, vocab: int
     return out
 
 
-def summarise(layout: str, ranks: list[dict]) -> dict:
+def summarise(layout: str, ranks: list[dict], paths: tuple = PATHS) -> dict:
     gb = 1e9
     s = {"layout": layout, "params_local": ranks[0]["params_local"], "state_gb_per_rank": ranks[0]["state_bytes"] / gb}
     d = len(ranks) // (2 if layout.startswith("tp2") else 1)
-    for path in PATHS:
+    for path in paths:
         # a collective's time is the slowest rank's; best of the repeats
         s[f"{path}_save_s"] = min(max(r[f"{path}_save_s"][i] for r in ranks) for i in range(len(ranks[0][f"{path}_save_s"])))
         s[f"{path}_load_s"] = min(max(r[f"{path}_load_s"][i] for r in ranks) for i in range(len(ranks[0][f"{path}_load_s"])))
@@ -167,6 +202,11 @@ def summarise(layout: str, ranks: list[dict]) -> dict:
         written = [r[f"{path}_written"] for r in ranks]
         s[f"{path}_written_gb_per_rank"] = [round(w / gb, 4) for w in written]
         s[f"{path}_written_max_over_fair"] = max(written) / (sum(written) / len(written))
+    if "ranges_async_stall_s" in ranks[0]:
+        for k in ("ranges_async_stall_s", "ranges_async_done_s"):
+            s[k] = min(max(r[k][i] for r in ranks) for i in range(len(ranks[0][k])))
+    if "ranges" not in paths or "dp_reshardable" not in paths:
+        return s
     state = ranks[0]["state_bytes"] / gb
     s["ranges_save_alloc_over_state_per_D"] = s["ranges_save_alloc_gb_max_rank"] / (state / d)
     s["ranges_save_rss_over_state_per_D"] = s["ranges_save_rss_gb_max_rank"] / (state / d)
@@ -184,7 +224,11 @@ def main(argv=None) -> int:
     p.add_argument("--ffn", type=int, default=2048)
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--paths", default=",".join(PATHS), help="which of " + ", ".join(PATHS))
+    p.add_argument("--async-save", action="store_true",
+                   help="also time an asynchronous save of the ranges: the stall until control returns")
     a = p.parse_args(argv)
+    paths = tuple(a.paths.split(","))
     sys.path.insert(0, str(ROOT))
     from megatron_spirit.parallel.launch import run_ranks
 
@@ -195,9 +239,10 @@ def main(argv=None) -> int:
         work = Path(a.workdir) / layout
         shutil.rmtree(work, ignore_errors=True)
         ranks = run_ranks("benchmarks.bench_optimizer_checkpoint:worker", tp * dp,
-                          args=(str(work), tp, a.layers, a.hidden, a.ffn, a.vocab, a.repeats), timeout=3600,
+                          args=(str(work), tp, a.layers, a.hidden, a.ffn, a.vocab, a.repeats, paths, a.async_save),
+                          timeout=3600,
                           env={"MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONPATH": str(ROOT)})
-        results.append(summarise(layout, ranks))
+        results.append(summarise(layout, ranks, paths))
         print(json.dumps(results[-1], indent=1), flush=True)
     return 0
 

@@ -108,7 +108,7 @@ def _pieces(meta, model_param) -> list[tuple[ShardedTensor, int]]:
             raise ValueError(f"the sharded-state factory of {meta.key} does not build contiguous views of the "
                              "parameter; its optimizer state cannot be saved by range")
         out.append((t, offset))
-    return out
+    return sorted(out, key=lambda x: x[1])  # flat order: the boxes of a range then follow it (load_state)
 
 
 def _own_replica(replica_id):
