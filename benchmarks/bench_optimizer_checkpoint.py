@@ -193,8 +193,9 @@ def summarise(layout: str, ranks: list[dict], paths: tuple = PATHS) -> dict:
     d = len(ranks) // (2 if layout.startswith("tp2") else 1)
     for path in paths:
         # a collective's time is the slowest rank's; best of the repeats
-        s[f"{path}_save_s"] = min(max(r[f"{path}_save_s"][i] for r in ranks) for i in range(len(ranks[0][f"{path}_save_s"])))
-        s[f"{path}_load_s"] = min(max(r[f"{path}_load_s"][i] for r in ranks) for i in range(len(ranks[0][f"{path}_load_s"])))
+        for op in ("save", "load"):
+            times = [r[f"{path}_{op}_s"] for r in ranks]
+            s[f"{path}_{op}_s"] = min(max(t[i] for t in times) for i in range(len(times[0])))
         s[f"{path}_save_rss_gb_max_rank"] = max(min(r[f"{path}_save_rss"]) for r in ranks) / gb
         s[f"{path}_load_rss_gb_max_rank"] = max(min(r[f"{path}_load_rss"]) for r in ranks) / gb
         s[f"{path}_save_alloc_gb_max_rank"] = max(r[f"{path}_save_alloc"] for r in ranks) / gb

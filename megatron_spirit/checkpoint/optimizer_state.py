@@ -88,7 +88,8 @@ def flat_range_boxes(shape: tuple, start: int, end: int) -> list[tuple[tuple, tu
     if last > first:
         out.append(((first,) + (0,) * (len(shape) - 1), (last - first, *shape[1:]), first * inner))
     if end % inner:
-        out += [((last, *o), (1, *s), last * inner + f) for o, s, f in flat_range_boxes(tuple(shape[1:]), 0, end % inner)]
+        out += [((last, *o), (1, *s), last * inner + f)
+                for o, s, f in flat_range_boxes(tuple(shape[1:]), 0, end % inner)]
     return out
 
 
