@@ -1,7 +1,8 @@
 """Save and load a whole training state with megatron-core's dist_checkpointing (what a resume needs).
 
 A checkpoint holds the model (sharded per TP/PP rank, reshardable on load: :mod:`.weights`), the optimizer state
-in model space (:mod:`.optimizer_state`), every rank's RNG state, and a :class:`.state.TrainingState` (step, data
+in model space (:mod:`.optimizer_state`; with the distributed optimizer each DP rank saves and loads only the range
+it owns), every rank's RNG state, and a :class:`.state.TrainingState` (step, data
 position, LR scheduler, ...) as the common state saved by rank 0. Writing goes to a temp folder that becomes
 ``iter_NNNNNNN`` and then ``latest`` only when complete (:mod:`.folder`), with the checksums of every file
 (:mod:`.checksums`; the ranks split the checksumming at save and the verification at load, which runs beside
