@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from ..speech.extract import UnitExtractor, extract_shard
@@ -57,7 +58,8 @@ def extract_bench_units(bench: Benchmark, out_dir: str | Path, extractor: UnitEx
     else:
         write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     manifest = out / "manifest.jsonl"
-    lines = "".join(json.dumps({"id": uid, "path": str(p)}) + "\n" for uid, p in bench.audio.items())
+    # Absolute: a manifest's relative paths are read relative to the manifest's folder, not to the current one.
+    lines = "".join(json.dumps({"id": uid, "path": os.path.abspath(p)}) + "\n" for uid, p in bench.audio.items())
     if not manifest.is_file() or manifest.read_text() != lines:
         write_text(manifest, lines)
     return extract_shard(manifest, out, extractor, shard, num_shards, batch_seconds, strict, workers,

@@ -108,3 +108,14 @@ def test_text_tasks_from_released_folders_and_vocab_mismatch(tmp_path, benches, 
                  "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "has 700 output rows" in err and "do not belong together" in err
+
+
+def test_units_from_relative_folders(tmp_path, benches, speech_tokenizer, monkeypatch):
+    """`--root` and `--out` relative to the current folder, as `make demo` gives them."""
+    import shutil
+
+    shutil.copytree(benches / "zr", tmp_path / "zr")
+    monkeypatch.chdir(tmp_path)
+    assert _units("swuggy", "zr/lexical", "units/swuggy", speech_tokenizer) == 0
+    units = [json.loads(line) for line in (tmp_path / "units/swuggy").glob("units-*.jsonl").__next__().open()]
+    assert len(units) == 8 and not list((tmp_path / "units/swuggy").glob("rejects-*.jsonl"))[0].read_text()
