@@ -218,13 +218,13 @@ def summarise(layout: str, ranks: list[dict], paths: tuple = PATHS) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--layouts", default="dp2,dp4,tp2dp2")
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=768)
-    p.add_argument("--ffn", type=int, default=2048)
-    p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workdir", required=True, help="scratch folder for the checkpoints (each layout's subfolder is emptied first)")
+    p.add_argument("--layouts", default="dp2,dp4,tp2dp2", help="comma-separated layouts: dpN or tp2dpN (N or 2×N gloo ranks)")
+    p.add_argument("--layers", type=int, default=8, help="transformer layers (default: a 105.8M-parameter model)")
+    p.add_argument("--hidden", type=int, default=768, help="hidden size")
+    p.add_argument("--ffn", type=int, default=2048, help="SwiGLU intermediate size")
+    p.add_argument("--vocab", type=int, default=32000, help="embedding rows")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds per path, run in turn (best reported)")
     p.add_argument("--paths", default=",".join(PATHS), help="which of " + ", ".join(PATHS))
     p.add_argument("--async-save", action="store_true",
                    help="also time an asynchronous save of the ranges: the stall until control returns")
