@@ -85,7 +85,7 @@ class LinearQuantizer:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file is the same error to the user
-            raise ValueError(f"{path}: not a readable torch checkpoint ({e})") from e
+            raise ValueError(f"{path}: not a readable torch checkpoint ({str(e).splitlines()[0][:160]})") from e
         if not isinstance(ckpt, dict) or _CFG not in ckpt or _WEIGHTS not in ckpt:
             raise ValueError(f"{path}: not the release's linear quantizer (expected a dict with "
                              f"'{_CFG}' and '{_WEIGHTS}')")
